@@ -1,0 +1,113 @@
+"""The sampler protocol: what the harness asks of every model family, and what a family declares it can do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.hardware import HardwareSpec
+
+FAMILIES = ("flow_map", "consistency", "lcm", "adversarial", "ode", "other")
+
+
+@dataclass(frozen=True)
+class NFESupport:
+    """Which requested step counts a sampler accepts: an explicit set, or an inclusive range."""
+
+    values: frozenset[int] | None = None
+    min: int = 1
+    max: int | None = None
+
+    def supports(self, nfe: int) -> bool:
+        if self.values is not None:
+            return nfe in self.values
+        return nfe >= self.min and (self.max is None or nfe <= self.max)
+
+    def describe(self) -> str:
+        if self.values is not None:
+            return "{" + ", ".join(str(v) for v in sorted(self.values)) + "}"
+        return f"{self.min}..{self.max if self.max is not None else '∞'}"
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """Capabilities the planner checks before a cell runs (unsupported cells are skipped with a reason)."""
+
+    family: str
+    nfe: NFESupport = field(default_factory=NFESupport)
+    resolutions: tuple[int, ...] | None = None  # None: any resolution
+    conditioning: str = "none"  # none | class | text
+    devices: tuple[str, ...] = ("cpu", "cuda", "mps")
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    description: str = ""
+    version: str = "0"  # changes when weights or sampling code change; part of the cell key
+
+    def unsupported(self, nfe: int, resolution: int, hw: HardwareSpec) -> str | None:
+        """None when the sampler can run this cell, else the reason it cannot."""
+        if not self.nfe.supports(nfe):
+            return f"NFE {nfe} not supported (supports {self.nfe.describe()})"
+        if self.resolutions is not None and resolution not in self.resolutions:
+            return f"resolution {resolution} not supported (supports {', '.join(map(str, self.resolutions))})"
+        if hw.kind not in self.devices:
+            return f"device {hw.kind} not supported (supports {', '.join(self.devices)})"
+        if hw.dtype not in self.dtypes:
+            return f"dtype {hw.dtype} not supported (supports {', '.join(self.dtypes)})"
+        return None
+
+
+@dataclass
+class SampleRequest:
+    """One batch to generate. Image i starts from the noise of `seeds[i]` (common random numbers)."""
+
+    seeds: Sequence[int]
+    nfe: int
+    height: int
+    width: int
+    prompts: Sequence[str] | None = None
+    labels: Sequence[int] | None = None
+    guidance: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A configured generator. Constructed with the suite's `options` as keyword arguments.
+
+    `info` must be available before `load` (the planner reads it without loading weights).
+    `networks()` returns the modules whose forward calls count as function evaluations.
+    `sample` returns uint8 NCHW, or float NCHW in [0, 1].
+    """
+
+    info: SamplerInfo
+
+    def load(self, hw: HardwareSpec) -> None: ...
+
+    def networks(self) -> Sequence[torch.nn.Module]: ...
+
+    def sample(self, req: SampleRequest) -> torch.Tensor: ...
+
+
+def per_image_noise(
+    seeds: Sequence[int], shape: Sequence[int], device: Any = "cpu", dtype: Any = None, offset: int = 0
+) -> torch.Tensor:
+    """Standard normal noise, one generator per image, so image i never depends on batch size or order.
+
+    `offset` selects an independent stream per image (e.g. re-noising in multistep consistency sampling):
+    stream k of image i is seeded with (seed_i, k), so stream 0 is the initial noise.
+    """
+    import torch
+
+    out = []
+    for s in seeds:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(int(s) * 1_000_003 + offset if offset else int(s))
+        out.append(torch.randn(*shape, generator=g))
+    x = torch.stack(out)
+    return x.to(device=device, dtype=dtype or torch.float32)

@@ -1,0 +1,8 @@
+"""Metrics: quality (registry of FD, KID, precision/recall, CLIP score), NFE, latency and memory."""
+
+from bench.metrics.registry import MetricResult, QualityContext, get_metric, metric_names, register_metric
+
+# Measurement metrics produced by the worker itself (not through the quality registry).
+SYSTEM_METRICS = ("latency", "memory")
+
+__all__ = ["SYSTEM_METRICS", "MetricResult", "QualityContext", "get_metric", "metric_names", "register_metric"]

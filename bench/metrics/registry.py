@@ -1,0 +1,83 @@
+"""Quality-metric registry: a metric reads a cell's samples once generated and returns MetricResults.
+
+A metric is a function `fn(ctx: QualityContext, options: dict) -> list[MetricResult]`, registered by name
+(lazily as 'module:function'), so third parties add metrics without editing the harness.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.datasets import Dataset
+
+
+@dataclass
+class MetricResult:
+    """One number with its uncertainty and provenance; `name` is the canonical metric name (e.g. `fd`)."""
+
+    name: str
+    value: float | None
+    higher_is_better: bool
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QualityContext:
+    """Everything a quality metric may read. Samples are generated once per cell and shared by all metrics."""
+
+    images: torch.Tensor  # uint8 (N, 3, R, R), CPU
+    indices: list[int]  # dataset indices of the samples (sample i <-> reference image indices[i])
+    seeds: list[int]
+    prompts: list[str] | None
+    labels: list[int] | None
+    dataset: Dataset
+    resolution: int
+    device: Any  # torch.device for feature extraction
+    cache_dir: Path  # reference statistics live here (never site-packages or /tmp)
+    seed: int  # for bootstrap resampling
+    allow_download: bool = False
+    shared: dict[str, Any] = field(default_factory=dict)  # per-cell scratch, e.g. features reused by FD/KID/PR
+
+
+MetricFn = Callable[[QualityContext, dict[str, Any]], list[MetricResult]]
+
+# name -> "module:function"; filled by the metrics issue's modules.
+_METRICS: dict[str, str] = {}
+_LOADED: dict[str, MetricFn] = {}
+
+
+def register_metric(name: str, target: str | MetricFn) -> None:
+    """Register a quality metric by name: a callable, or 'module:function' imported on first use."""
+    if callable(target):
+        _LOADED[name] = target
+        _METRICS[name] = f"{target.__module__}:{getattr(target, '__qualname__', name)}"
+    else:
+        _METRICS[name] = target
+        _LOADED.pop(name, None)
+
+
+def metric_names() -> list[str]:
+    return sorted(_METRICS)
+
+
+def get_metric(name: str) -> MetricFn:
+    if name in _LOADED:
+        return _LOADED[name]
+    if name not in _METRICS:
+        raise BenchError(f"unknown metric {name!r} (known: {', '.join(metric_names()) or 'none'})")
+    module_name, _, attr = _METRICS[name].partition(":")
+    fn = getattr(importlib.import_module(module_name), attr)
+    _LOADED[name] = fn
+    return fn

@@ -1,0 +1,1 @@
+"""The embedded reference world: data, networks, training recipes and shipped weights."""
