@@ -1,6 +1,6 @@
 """Samplers: the protocol every model family implements, the registry, and the built-in families."""
 
-from bench.adapters.protocol import NFESupport, SampleRequest, Sampler, SamplerInfo, per_image_noise
+from bench.adapters.protocol import NFESupport, Sampler, SampleRequest, SamplerInfo, per_image_noise
 from bench.adapters.registry import list_samplers, resolve_sampler
 
 __all__ = [

@@ -14,7 +14,7 @@ import torch
 
 from bench.adapters.protocol import NFESupport, SampleRequest, SamplerInfo, per_image_noise
 from bench.hardware import HardwareSpec
-from bench.zoo.gmm import GaussianMixtureVelocity, templates, to_uint8, velocity
+from bench.zoo.gmm import GaussianMixtureVelocity, MixtureModule, to_uint8, velocity
 
 
 class _AnalyticBase:
@@ -35,24 +35,17 @@ class _AnalyticBase:
         )
         self.device = torch.device("cpu")
         self.dtype = torch.float32
-        self._net: torch.nn.Module | None = None
-        self._resolution: int | None = None
+        self.net: torch.nn.Module = self._make_net()
 
     def load(self, hw: HardwareSpec) -> None:
         self.device, self.dtype = hw.torch_device(), hw.torch_dtype()
+        self.net = self._make_net()
 
-    def _network(self, resolution: int) -> torch.nn.Module:
-        if self._net is None or self._resolution != resolution:
-            mu = templates(self.components, resolution, self.seed)
-            self._net = self._make_net(mu).to(self.device, self.dtype)
-            self._resolution = resolution
-        return self._net
-
-    def _make_net(self, mu: torch.Tensor) -> torch.nn.Module:
-        return GaussianMixtureVelocity(mu, self.data_std)
+    def _make_net(self) -> torch.nn.Module:
+        return GaussianMixtureVelocity(self.components, self.data_std, self.seed)
 
     def networks(self) -> Sequence[torch.nn.Module]:
-        return [self._net] if self._net is not None else []
+        return [self.net]
 
     def _labels(self, req: SampleRequest) -> torch.Tensor:
         if self.conditional and req.labels is not None:
@@ -79,7 +72,7 @@ class AnalyticEuler(_AnalyticBase):
 
     @torch.no_grad()
     def sample(self, req: SampleRequest) -> torch.Tensor:
-        net = self._network(req.height)
+        net = self.net
         x, labels = self._noise(req), self._labels(req)
         w = req.guidance if req.guidance is not None else (self.guidance or 1.0)
         ts = torch.linspace(0, 1, req.nfe + 1, device=self.device, dtype=self.dtype)
@@ -96,7 +89,7 @@ class AnalyticHeun(_AnalyticBase):
 
     @torch.no_grad()
     def sample(self, req: SampleRequest) -> torch.Tensor:
-        net = self._network(req.height)
+        net = self.net
         x, labels = self._noise(req), self._labels(req)
         w = req.guidance if req.guidance is not None else (self.guidance or 1.0)
         ts = torch.linspace(0, 1, req.nfe + 1, device=self.device, dtype=self.dtype)
@@ -113,17 +106,15 @@ class AnalyticHeun(_AnalyticBase):
         return to_uint8(x)
 
 
-class _OracleNet(torch.nn.Module):
+class _OracleNet(MixtureModule):
     """X_{s,t}(x): integrates the exact velocity from s to t with RK4 substeps, as a single network call."""
 
-    def __init__(self, mu: torch.Tensor, data_std: float, substeps: int) -> None:
-        super().__init__()
-        self.register_buffer("mu", mu)
-        self.s2 = data_std**2
+    def __init__(self, components: int, data_std: float, seed: int, substeps: int) -> None:
+        super().__init__(components, data_std, seed)
         self.substeps = substeps
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return integrate(x, s, t, labels, self.mu, self.s2, self.substeps)
+        return integrate(x, s, t, labels, self.mu(x, torch.float64), self.s2, self.substeps)
 
 
 def integrate(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, mu: torch.Tensor,
@@ -131,7 +122,6 @@ def integrate(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, labels: torch.T
     """Classical RK4 from time s to time t (per-sample s, t) in float64 for a precise ground truth."""
     dtype = x.dtype
     x = x.double()
-    mu = mu.double()
     s, t = s.double().reshape(-1), t.double().reshape(-1)
     h = ((t - s) / substeps).view(-1, 1, 1, 1)
     tau = s.clone()
@@ -156,12 +146,12 @@ class OracleFlowMap(_AnalyticBase):
         self.substeps = substeps
         super().__init__(**kwargs)
 
-    def _make_net(self, mu: torch.Tensor) -> torch.nn.Module:
-        return _OracleNet(mu, self.data_std, self.substeps)
+    def _make_net(self) -> torch.nn.Module:
+        return _OracleNet(self.components, self.data_std, self.seed, self.substeps)
 
     @torch.no_grad()
     def sample(self, req: SampleRequest) -> torch.Tensor:
-        net = self._network(req.height)
+        net = self.net
         x, labels = self._noise(req), self._labels(req)
         ts = torch.linspace(0, 1, req.nfe + 1, device=self.device, dtype=torch.float64)
         for i in range(req.nfe):

@@ -35,16 +35,27 @@ def templates(k: int, resolution: int, seed: int = 0) -> torch.Tensor:
     return out.float()
 
 
-class GaussianMixtureVelocity(torch.nn.Module):
+class MixtureModule(torch.nn.Module):
+    """Holds the mixture's templates at whatever resolution the input has (built on first use, cached)."""
+
+    def __init__(self, components: int, data_std: float, seed: int) -> None:
+        super().__init__()
+        self.components, self.seed = components, seed
+        self.s2 = data_std**2
+        self._mu: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def mu(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        key = (x.shape[-1], x.device, dtype or x.dtype)
+        if key not in self._mu:
+            self._mu[key] = templates(self.components, x.shape[-1], self.seed).to(x.device, dtype or x.dtype)
+        return self._mu[key]
+
+
+class GaussianMixtureVelocity(MixtureModule):
     """Closed-form teacher velocity b(x, t | label); label -1 means unconditional (marginal over components)."""
 
-    def __init__(self, mu: torch.Tensor, data_std: float) -> None:
-        super().__init__()
-        self.register_buffer("mu", mu)
-        self.s2 = data_std**2
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return velocity(x, t, labels, self.mu, self.s2)
+        return velocity(x, t, labels, self.mu(x), self.s2)
 
 
 def velocity(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, mu: torch.Tensor, s2: float) -> torch.Tensor:

@@ -1,0 +1,254 @@
+"""The `bench` command line: run | report | gate | export | list | zoo | doctor | schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+DEFAULT_STORE = "runs/bench.sqlite"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args.suite)
+    from bench.run import run_suite
+
+    summary = run_suite(args.suite, args.store, executor=args.executor, jobs=args.jobs, force=args.force,
+                        isolate=args.isolate, allow_download=args.allow_download, progress=not args.no_progress,
+                        argv=sys.argv, executor_options={"address": args.address} if args.address else None)
+    n_planned = sum(c.status == "planned" for c in summary.cells)
+    overhead = f", harness overhead {100 * summary.overhead_fraction:.1f}%" if summary.computed else ""
+    print(f"run {summary.run_id}: {n_planned} cells planned: {summary.computed} computed, {summary.reused} reused "
+          f"from earlier runs, {len(summary.failed)} failed; {summary.skipped} skipped "
+          f"({summary.wall_seconds:.1f} s{overhead})")
+    print(f"results: {args.store}  (bench export --store {args.store} --run {summary.run_id})")
+    if summary.failed:
+        print(f"{len(summary.failed)} failed cell(s):", file=sys.stderr)
+        for cell, err in summary.failed:
+            print(f"  {cell.label}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _dry_run(suite_path: str) -> int:
+    from bench.plan import plan
+    from bench.suite import load_suite
+
+    suite = load_suite(suite_path)
+    cells = plan(suite)
+    rows = [("sampler", "family", "nfe", "res", "hardware", "status")]
+    for c in cells:
+        rows.append((c.sampler_id, c.family, str(c.nfe), str(c.resolution), c.hardware,
+                     "planned" if c.status == "planned" else f"skipped: {c.reason}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    planned = sum(c.status == "planned" for c in cells)
+    print(f"{len(cells)} cells: {planned} planned, {len(cells) - planned} skipped")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from bench.store import Store
+
+    with Store(args.store, readonly=True) as store:
+        df = store.results(run_id=args.run, suite=args.suite)
+    out = Path(args.output) if args.output else None
+    if args.format == "csv":
+        if out:
+            df.to_csv(out, index=False)
+        else:
+            df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        text = df.to_json(orient="records", indent=1)
+        if out:
+            out.write_text(text)
+        else:
+            print(text)
+    else:
+        if not out:
+            raise BenchError("--format parquet needs -o FILE")
+        df.to_parquet(out, index=False)
+    if out:
+        print(f"wrote {len(df)} rows to {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "samplers":
+        from bench.adapters.registry import build_sampler, list_samplers
+
+        print("Registered samplers (entry-point group bench.samplers); a suite may also name 'module.path:ClassName'.")
+        for e in list_samplers():
+            try:
+                info = build_sampler(e.name, {}).info
+                desc = f"{info.family:<12} nfe {info.nfe.describe():<8} {info.description}"
+            except Exception as exc:  # a broken third-party plugin must not hide the others
+                desc = f"(cannot instantiate with default options: {str(exc).splitlines()[0]})"
+            print(f"  {e.name:<28} {desc}  [{e.source}: {e.target}]")
+    elif args.what == "datasets":
+        from bench.datasets import dataset_names
+
+        for n in dataset_names():
+            print(f"  {n}")
+    else:
+        from bench.metrics.registry import metric_names
+
+        for n in [*metric_names(), "latency", "memory"]:
+            print(f"  {n}")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from bench.hardware import HardwareSpec, fingerprint, library_versions
+
+    fp = fingerprint()
+    print("Machine:")
+    for k, v in fp.items():
+        print(f"  {k}: {v}")
+    print("Libraries:")
+    for k, v in library_versions().items():
+        print(f"  {k}: {v or 'not installed'}")
+    print("Hardware specs:")
+    for spec in ("cpu", "cuda", "mps"):
+        reason = HardwareSpec.parse(spec).availability()
+        print(f"  {spec}: {'available' if reason is None else reason}")
+    print("Offline weights and feature extractors:")
+    for name, ok, detail in _offline_checks():
+        print(f"  {name}: {'ok' if ok else 'missing'} ({detail})")
+    return 0
+
+
+def _offline_checks() -> list[tuple[str, bool, str]]:
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        from bench.metrics.features import offline_status  # type: ignore[attr-defined]
+
+        checks.extend(offline_status())
+    except ImportError:
+        checks.append(("feature spaces", False, "bench.metrics.features not available"))
+    try:
+        from bench.zoo.cli_impl import verify  # type: ignore[import-not-found]
+
+        checks.extend(verify())
+    except ImportError:
+        checks.append(("zoo weights", False, "bench.zoo not available"))
+    return checks
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from bench.suite import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    try:
+        from bench.zoo import cli_impl  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise BenchError(f"the embedded zoo is not available in this install ({e})") from None
+    if args.zoo_cmd == "train":
+        cli_impl.train(args.model, out_dir=args.out, device=args.device)
+    elif args.zoo_cmd == "verify":
+        bad = 0
+        for name, ok, msg in cli_impl.verify():
+            print(f"{'ok  ' if ok else 'FAIL'} {name}: {msg}")
+            bad += not ok
+        return 1 if bad else 0
+    else:
+        print(cli_impl.card())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bench",
+        description="Benchmark few-step image samplers (flow maps, distilled samplers, ODE solvers) on equal "
+                    "terms across NFE x resolution x hardware.",
+        epilog="Start with: bench run suites/smoke.yaml   (see README.md)",
+    )
+    from bench import __version__
+
+    p.add_argument("--version", action="version", version=f"flowmap-bench {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a suite (resumes: finished cells are not recomputed)",
+                       description="Plan a suite into cells and run each in an isolated worker; results are "
+                                   "committed to the store per cell. Exit 0 all done, 1 some cell failed, 2 bad input.")
+    r.add_argument("suite", help="suite YAML file, e.g. suites/nfe_sweep.yaml")
+    r.add_argument("--store", default=DEFAULT_STORE, help=f"results database (default {DEFAULT_STORE})")
+    r.add_argument("--dry-run", action="store_true", help="print the plan (one row per cell) and exit")
+    r.add_argument("--force", action="store_true", help="recompute cells already done in the store")
+    r.add_argument("--jobs", type=int, default=1, help="worker processes in parallel (default 1: fair timings)")
+    r.add_argument("--isolate", action="store_true", help="a fresh worker process for every cell")
+    r.add_argument("--executor", default="local", choices=["local", "ray"], help="where cells run")
+    r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    r.add_argument("--allow-download", action="store_true", help="let feature extractors download weights")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(fn=_cmd_run)
+
+    e = sub.add_parser("export", help="write results as one tidy table (csv, parquet, json)")
+    e.add_argument("--store", default=DEFAULT_STORE)
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--run", help="run id (default: the latest run)")
+    g.add_argument("--suite", help="latest run of this suite")
+    e.add_argument("--format", choices=["csv", "parquet", "json"], default="csv")
+    e.add_argument("-o", "--output", help="output file (default stdout; required for parquet)")
+    e.set_defaults(fn=_cmd_export)
+
+    ls = sub.add_parser("list", help="list registered samplers, datasets or metrics")
+    ls.add_argument("what", choices=["samplers", "datasets", "metrics"])
+    ls.set_defaults(fn=_cmd_list)
+
+    d = sub.add_parser("doctor", help="print the hardware fingerprint and what is available offline")
+    d.set_defaults(fn=_cmd_doctor)
+
+    s = sub.add_parser("schema", help="print the JSON schema of suite files (for editors)")
+    s.add_argument("-o", "--output")
+    s.set_defaults(fn=_cmd_schema)
+
+    z = sub.add_parser("zoo", help="embedded reference models: train, verify, card")
+    zs = z.add_subparsers(dest="zoo_cmd", required=True, metavar="ZOO_COMMAND")
+    zt = zs.add_parser("train", help="reproduce a zoo checkpoint from its recorded recipe")
+    zt.add_argument("model")
+    zt.add_argument("--out", default=None, help="output folder (default: the package's weights folder)")
+    zt.add_argument("--device", default="cpu")
+    zs.add_parser("verify", help="check shipped weights against their recorded hashes")
+    zs.add_parser("card", help="print each model's recipe, size and measured quality")
+    z.set_defaults(fn=_cmd_zoo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except BenchError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted (finished cells are saved; rerun to resume)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `bench export | head`
+        sys.stderr.close()
+        return 0
+
+
+def _entry() -> Any:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -1,0 +1,1 @@
+"""Executors run planned cells: `local` (isolated worker processes) and `ray` (a cluster)."""

@@ -1,0 +1,148 @@
+"""Run cells in isolated, spawned worker processes: a crash, OOM kill or hang fails only its cell.
+
+Workers are reused for consecutive cells (importing torch costs ~2 s per process, which would dominate
+small cells); a worker that dies or times out is replaced by a fresh one. `--isolate` spawns one per cell.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from bench.store import CellResult
+from bench.worker import CellTask, serve
+
+OnResult = Callable[[CellTask, CellResult], None]
+OnProgress = Callable[[str, str], None]  # (cell label, message)
+
+
+@dataclass
+class _Slot:
+    proc: Any
+    conn: Connection
+    task: CellTask | None = None
+    started: float = 0.0
+    ready: bool = False
+    spawned: float = field(default_factory=time.perf_counter)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "worker vanished"
+    if code < 0:
+        try:
+            return f"worker killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker killed by signal {-code}"
+    return f"worker exited with code {code}"
+
+
+class LocalExecutor:
+    """Schedules tasks on `jobs` worker processes; calls `on_result` in this (the driver) process."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1, timeout: float = 1800.0, isolate: bool = False) -> None:
+        self.jobs = max(1, jobs)
+        self.timeout = timeout
+        self.isolate = isolate
+        self._ctx = mp.get_context("spawn")
+        self.spawn_seconds = 0.0
+
+    def _spawn(self) -> _Slot:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=serve, args=(child,), daemon=True, name="bench-worker")
+        proc.start()
+        child.close()
+        return _Slot(proc=proc, conn=parent)
+
+    def _retire(self, slot: _Slot, kill: bool = False) -> None:
+        try:
+            if kill:
+                slot.proc.kill()
+            else:
+                slot.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        slot.proc.join(timeout=10)
+        if slot.proc.is_alive():
+            slot.proc.kill()
+            slot.proc.join()
+        slot.conn.close()
+
+    def run(self, tasks: list[CellTask], on_result: OnResult, on_progress: OnProgress | None = None) -> None:
+        pending = list(tasks)
+        slots: list[_Slot] = []
+        progress = on_progress or (lambda label, msg: None)
+        try:
+            while pending or any(s.task for s in slots):
+                while len(slots) < min(self.jobs, len(pending) + sum(1 for s in slots if s.task)):
+                    slots.append(self._spawn())
+                for slot in slots:
+                    if slot.task is None and slot.ready and pending:
+                        slot.task = pending.pop(0)
+                        slot.started = time.time()
+                        progress(slot.task.cell.label, "start")
+                        slot.conn.send(slot.task)
+                busy = [s for s in slots if s.task is not None or not s.ready]
+                ready_conns = wait([s.conn for s in busy] + [s.proc.sentinel for s in busy], timeout=0.5)
+                for slot in list(slots):
+                    if slot.conn in ready_conns or slot.proc.sentinel in ready_conns:
+                        self._drain(slot, slots, on_result, progress)
+                now = time.time()
+                for slot in list(slots):
+                    if slot.task is not None and now - slot.started > self._timeout(slot.task):
+                        task = slot.task
+                        self._retire(slot, kill=True)
+                        slots.remove(slot)
+                        on_result(task, _failed(task, f"timed out after {self._timeout(task):.0f} s", slot.started))
+                if not pending:
+                    for slot in [s for s in slots if s.task is None and s.ready]:
+                        self._retire(slot)
+                        slots.remove(slot)
+        finally:
+            for slot in slots:
+                self._retire(slot, kill=True)
+
+    def _timeout(self, task: CellTask) -> float:
+        return float(task.extra.get("timeout", self.timeout))
+
+    def _drain(self, slot: _Slot, slots: list[_Slot], on_result: OnResult, progress: OnProgress) -> None:
+        while True:
+            try:
+                if not slot.conn.poll():
+                    if not slot.proc.is_alive():
+                        raise EOFError
+                    return
+                kind, payload = slot.conn.recv()
+            except (EOFError, OSError):
+                slot.proc.join(timeout=5)
+                reason = _describe_exit(slot.proc.exitcode)
+                task = slot.task
+                self._retire(slot, kill=True)
+                slots.remove(slot)
+                if task is not None:
+                    on_result(task, _failed(task, reason, slot.started))
+                return
+            if kind == "ready":
+                slot.ready = True
+                self.spawn_seconds += time.perf_counter() - slot.spawned
+            elif kind == "progress" and slot.task is not None:
+                progress(slot.task.cell.label, str(payload))
+            elif kind == "result" and slot.task is not None:
+                task, slot.task = slot.task, None
+                on_result(task, payload)
+                if self.isolate:
+                    self._retire(slot)
+                    slots.remove(slot)
+                    return
+
+
+def _failed(task: CellTask, reason: str, started: float) -> CellResult:
+    return CellResult(key=task.cell.key, status="failed", error=reason, started=started, finished=time.time(),
+                      phases={"total": time.time() - started})

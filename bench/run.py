@@ -1,0 +1,176 @@
+"""`bench run`: suite -> plan -> executor -> store, resuming finished cells, with a progress bar and summary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+from bench.plan import Cell, plan
+from bench.store import CellResult, Store
+from bench.suite import Suite, load_suite
+from bench.worker import CellTask
+
+
+@dataclass
+class RunSummary:
+    run_id: str | None
+    cells: list[Cell]
+    computed: int = 0
+    reused: int = 0
+    skipped: int = 0
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def overhead_fraction(self) -> float:
+        """Share of wall time outside the measured phases (load, sample, latency, metrics, save)."""
+        measured = sum(v for k, v in self.phase_seconds.items() if k not in ("total", "other"))
+        return max(self.wall_seconds - measured, 0.0) / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def git_commit(cwd: str | Path = ".") -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5,
+                             check=False)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def make_tasks(suite: Suite, cells: list[Cell], store: Store, allow_download: bool = False) -> list[CellTask]:
+    m = suite.model
+    metrics = {k: dict(v or {}) for k, v in m.metrics.items()}
+    return [
+        CellTask(cell=c, dataset=m.dataset.name, dataset_options=m.dataset.options(), samples=m.samples,
+                 base_seed=m.base_seed, batch_size=m.batch_size, metrics=metrics, grid=m.report.grid,
+                 samples_dir=str(store.samples_dir(c.key)), cache_dir=str(store.cache_dir),
+                 allow_download=allow_download, extra={"timeout": m.timeout})
+        for c in cells
+    ]
+
+
+def _summarise_metrics(result: CellResult) -> str:
+    show = {"fd": "fd", "clip_score": "clip", "latency_ms_per_image": "ms/img", "peak_memory_mb": "MB"}
+    parts = [f"nfe={result.nfe_counted:g}"] if result.nfe_counted is not None else []
+    for m in result.metrics:
+        short = show.get(m.name.split(":")[0])
+        if short and m.value is not None:
+            parts.append(f"{short}={m.value:.3g}")
+    return " ".join(parts)
+
+
+def run_suite(suite_path: str | Path, store_path: str | Path = "runs/bench.sqlite", *, executor: str = "local",
+              jobs: int = 1, force: bool = False, isolate: bool = False, allow_download: bool = False,
+              progress: bool = True, argv: list[str] | None = None, executor_options: dict[str, Any] | None = None,
+              ) -> RunSummary:
+    """Run every planned cell not already done in the store; failed cells do not stop the sweep."""
+    from bench.hardware import fingerprint, library_versions
+
+    suite = load_suite(suite_path)
+    cells = plan(suite)
+    t_start = time.perf_counter()
+    with Store(store_path) as store:
+        keys = [c.key for c in cells if c.status == "planned"]
+        done = set() if force else store.done_keys(keys)
+        run_id = store.start_run(
+            suite.name, suite.hash, str(suite_path), suite.text, git_commit=git_commit(), fingerprint=fingerprint(),
+            versions=library_versions(), executor=executor, argv=argv or sys.argv,
+        )
+        store.record_plan(run_id, cells, done)
+        todo = [c for c in cells if c.status == "planned" and c.key not in done]
+        summary = RunSummary(run_id, cells, reused=len(done), skipped=sum(c.status == "skipped" for c in cells))
+        tasks = make_tasks(suite, todo, store, allow_download)
+        ex = _executor(executor, jobs, suite.model.timeout, isolate, executor_options or {})
+        bar = _progress_bar(len(tasks), progress)
+
+        def on_result(task: CellTask, result: CellResult) -> None:
+            store.commit_cell(run_id, task.cell, result)
+            for k, v in result.phases.items():
+                summary.phase_seconds[k] = summary.phase_seconds.get(k, 0.0) + v
+            if result.status == "done":
+                summary.computed += 1
+                bar.set_postfix_str(f"{task.cell.sampler_id}@{task.cell.nfe}: {_summarise_metrics(result)}")
+            else:
+                summary.failed.append((task.cell, result.error or "failed"))
+                bar.write(f"FAILED {task.cell.label}: {result.error}")
+            bar.update(1)
+
+        def on_progress(label: str, message: str) -> None:
+            bar.set_description_str(f"{label} [{message}]", refresh=True)
+
+        status = "interrupted"
+        try:
+            ex.run(tasks, on_result, on_progress)
+            status = "failed" if summary.failed else "done"
+        finally:
+            bar.close()
+            store.finish_run(run_id, status)
+        summary.wall_seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict[str, Any]) -> Any:
+    if name == "local":
+        from bench.executors.local import LocalExecutor
+
+        return LocalExecutor(jobs=jobs, timeout=timeout, isolate=isolate)
+    if name == "ray":
+        try:
+            from bench.executors.ray import RayExecutor  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise BenchError(f"the ray executor needs the [ray] extra: pip install 'flowmap-bench[ray]' ({e})") from None
+        return RayExecutor(timeout=timeout, **options)
+    raise BenchError(f"unknown executor {name!r} (local, ray)")
+
+
+class _LineProgress:
+    """Progress for logs (no TTY): one line per finished cell instead of a redrawn bar."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.n, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
+        self.desc = ""
+
+    def set_description_str(self, desc: str, refresh: bool = True) -> None:
+        self.desc = desc.split(" [")[0]
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if self.enabled:
+            elapsed = time.perf_counter() - self.t0
+            eta = elapsed / self.n * (self.total - self.n)
+            print(f"[{self.n}/{self.total}] {self.desc} {getattr(self, 'postfix', '')} "
+                  f"({elapsed:.0f} s, eta {eta:.0f} s)", file=sys.stderr, flush=True)
+            self.postfix = ""
+
+    def write(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    """A tqdm bar (current cell, phase, ETA, last metrics) on a terminal; plain lines otherwise."""
+    if not sys.stderr.isatty():
+        return _LineProgress(total, enabled)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="cell", disable=not enabled, dynamic_ncols=True,
+                bar_format="{l_bar}{bar:20}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")

@@ -1,0 +1,199 @@
+"""SQLite results ledger (WAL): runs, the cells each run planned, cell results and their metrics.
+
+Each finished cell is committed at once, so a crash loses at most the cell in flight, and a rerun
+resumes from the keys already marked done. Only the driver process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from bench.metrics.registry import MetricResult
+    from bench.plan import Cell
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY, suite TEXT NOT NULL, suite_hash TEXT, suite_path TEXT, suite_text TEXT,
+  git_commit TEXT, fingerprint TEXT, versions TEXT, executor TEXT, argv TEXT,
+  started REAL, finished REAL, status TEXT
+);
+CREATE TABLE IF NOT EXISTS run_cells (
+  run_id TEXT NOT NULL, cell_key TEXT NOT NULL, status TEXT NOT NULL, reason TEXT, reused INTEGER DEFAULT 0,
+  sampler TEXT, adapter TEXT, family TEXT, nfe_requested INTEGER, resolution INTEGER, hardware TEXT,
+  PRIMARY KEY (run_id, cell_key)
+);
+CREATE TABLE IF NOT EXISTS cells (
+  cell_key TEXT PRIMARY KEY, run_id TEXT, suite TEXT, sampler TEXT, adapter TEXT, family TEXT,
+  nfe_requested INTEGER, nfe_counted REAL, resolution INTEGER, hardware TEXT, status TEXT, error TEXT,
+  phases TEXT, info TEXT, samples_dir TEXT, started REAL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+  cell_key TEXT NOT NULL, name TEXT NOT NULL, value REAL, ci_low REAL, ci_high REAL, n INTEGER,
+  higher_is_better INTEGER, provenance TEXT, PRIMARY KEY (cell_key, name)
+);
+CREATE INDEX IF NOT EXISTS runs_suite ON runs (suite, started);
+"""
+
+
+@dataclass
+class CellResult:
+    """What a worker reports for one cell (plain data, picklable across processes)."""
+
+    key: str
+    status: str  # done | failed
+    error: str | None = None
+    nfe_counted: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    metrics: list[MetricResult] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    samples_dir: str | None = None
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class Store:
+    """The results ledger at `path` (created on first write); use as a context manager."""
+
+    def __init__(self, path: str | Path = "runs/bench.sqlite", readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly:
+            if not self.path.is_file():
+                raise BenchError(f"no results store at {self.path} (run `bench run SUITE` first, or pass --store)")
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.row_factory = sqlite3.Row
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def samples_dir(self, key: str) -> Path:
+        return self.root / "samples" / key
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writing (driver only) ------------------------------------------------------------------
+    def start_run(self, suite_name: str, suite_hash: str, suite_path: str, suite_text: str, *,
+                  git_commit: str | None, fingerprint: dict[str, Any], versions: dict[str, Any],
+                  executor: str, argv: list[str]) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        with self.db:
+            self.db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, suite_name, suite_hash, suite_path, suite_text, git_commit, json.dumps(fingerprint),
+                 json.dumps(versions), executor, json.dumps(argv), time.time(), None, "running"),
+            )
+        return run_id
+
+    def record_plan(self, run_id: str, cells: list[Cell], done: set[str]) -> None:
+        rows = []
+        for c in cells:
+            status = c.status if c.status == "skipped" else ("done" if c.key in done else "planned")
+            rows.append((run_id, c.key, status, c.reason, int(c.key in done), c.sampler_id, c.adapter, c.family,
+                         c.nfe, c.resolution, c.hardware))
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO run_cells VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def commit_cell(self, run_id: str, cell: Cell, result: CellResult) -> None:
+        """Write one cell's outcome and metrics in one transaction."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (cell.key, run_id, cell.suite, cell.sampler_id, cell.adapter, cell.family, cell.nfe,
+                 result.nfe_counted, cell.resolution, cell.hardware, result.status, result.error,
+                 json.dumps(result.phases), json.dumps(result.info, default=str), result.samples_dir,
+                 result.started, result.finished),
+            )
+            self.db.execute("DELETE FROM metrics WHERE cell_key=?", (cell.key,))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?)",
+                [(cell.key, m.name, m.value, m.ci_low, m.ci_high, m.n, int(m.higher_is_better),
+                  json.dumps(m.provenance, default=str)) for m in result.metrics],
+            )
+            self.db.execute("UPDATE run_cells SET status=?, reason=? WHERE run_id=? AND cell_key=?",
+                            (result.status, result.error, run_id, cell.key))
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        with self.db:
+            self.db.execute("UPDATE runs SET finished=?, status=? WHERE run_id=?", (time.time(), status, run_id))
+
+    # -- reading ----------------------------------------------------------------------------------
+    def done_keys(self, keys: list[str] | None = None) -> set[str]:
+        rows = self.db.execute("SELECT cell_key FROM cells WHERE status='done'").fetchall()
+        done = {r[0] for r in rows}
+        return done if keys is None else done & set(keys)
+
+    def runs(self, suite: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT run_id, suite, suite_hash, started, finished, status, git_commit FROM runs"
+        args: tuple[Any, ...] = ()
+        if suite:
+            q, args = q + " WHERE suite=?", (suite,)
+        return [dict(r) for r in self.db.execute(q + " ORDER BY started", args)]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        row = self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise BenchError(f"no run {run_id!r} in {self.path} (see `bench export` or `bench report`)")
+        out = dict(row)
+        for k in ("fingerprint", "versions", "argv"):
+            out[k] = json.loads(out[k]) if out[k] else None
+        return out
+
+    def latest_run_id(self, suite: str | None = None) -> str:
+        runs = self.runs(suite)
+        if not runs:
+            where = f" for suite {suite!r}" if suite else ""
+            raise BenchError(f"no runs{where} in {self.path}")
+        return str(runs[-1]["run_id"])
+
+    def results(self, run_id: str | None = None, suite: str | None = None) -> pd.DataFrame:
+        """The tidy long table: one row per cell x metric (cells without metrics get one row, metric NULL)."""
+        import pandas as pd
+
+        run_id = run_id or self.latest_run_id(suite)
+        run = self.run(run_id)
+        q = """
+        SELECT rc.run_id, ? AS suite, rc.sampler, rc.family, rc.nfe_requested, c.nfe_counted,
+               rc.resolution, rc.hardware,
+               CASE WHEN rc.status IN ('skipped','failed','planned') THEN rc.status ELSE c.status END AS status,
+               m.name AS metric, m.value, m.ci_low, m.ci_high, m.n, m.higher_is_better,
+               COALESCE(rc.reason, c.error) AS reason, rc.cell_key, rc.reused, c.phases, m.provenance,
+               c.samples_dir
+        FROM run_cells rc
+        LEFT JOIN cells c ON c.cell_key = rc.cell_key
+        LEFT JOIN metrics m ON m.cell_key = rc.cell_key AND rc.status NOT IN ('skipped', 'failed')
+        WHERE rc.run_id = ?
+        ORDER BY rc.rowid, m.name
+        """
+        df = pd.read_sql_query(q, self.db, params=(run["suite"], run_id))
+        df["higher_is_better"] = df["higher_is_better"].map(lambda v: None if pd.isna(v) else bool(v))
+        df["reused"] = df["reused"].astype(bool)
+        return df

@@ -1,0 +1,247 @@
+"""Suite files: the YAML schema (pydantic), validation with `FILE:LINE: key.path: message` errors, JSON schema."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.errors import BenchError
+from bench.hardware import HardwareSpec
+from bench.yaml_lines import LocatedYAML, dotted, load_yaml, parse_yaml
+
+PositiveInt = int
+SYSTEM_METRICS = ("latency", "memory")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _positive_unique(values: list[int], what: str) -> list[int]:
+    if not values:
+        raise ValueError(f"{what} must list at least one value")
+    for v in values:
+        if isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{what} values must be positive integers, got {v!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} has duplicate values")
+    return values
+
+
+def _hardware_list(values: list[str]) -> list[str]:
+    if not values:
+        raise ValueError("hardware must list at least one spec")
+    for v in values:
+        try:
+            HardwareSpec.parse(v)
+        except BenchError as e:
+            raise ValueError(str(e)) from None
+    if len(set(values)) != len(values):
+        raise ValueError("hardware has duplicate values")
+    return values
+
+
+class DatasetSpec(_Strict):
+    """Where prompts / labels and reference images come from; extra keys are the dataset's own options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    name: str
+    split: Literal["train", "eval"] = "eval"
+
+    def options(self) -> dict[str, Any]:
+        return {"split": self.split, **(self.model_extra or {})}
+
+
+class Axes(_Strict):
+    nfe: list[int] = Field(description="Requested steps per sampler (counted NFE is measured).")
+    resolution: list[int] = Field(description="Square image sizes in pixels.")
+    hardware: list[str] = Field(default_factory=lambda: ["cpu"],
+                                description="Hardware specs, e.g. cpu, cpu:threads=1, cuda:0:dtype=float16.")
+
+    @field_validator("nfe")
+    @classmethod
+    def _nfe(cls, v: list[int]) -> list[int]:
+        return _positive_unique(v, "nfe")
+
+    @field_validator("resolution")
+    @classmethod
+    def _res(cls, v: list[int]) -> list[int]:
+        return _positive_unique(v, "resolution")
+
+    @field_validator("hardware")
+    @classmethod
+    def _hw(cls, v: list[str]) -> list[str]:
+        return _hardware_list(v)
+
+
+class SamplerSpec(_Strict):
+    id: str = Field(description="Unique name of this sampler in results and reports.")
+    adapter: str = Field(description="Registered sampler name (`bench list samplers`) or 'module.path:ClassName'.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the sampler class.")
+    guidance: float | None = Field(default=None, description="Classifier-free guidance scale, if the sampler uses one.")
+    nfe: list[int] | None = Field(default=None, description="Overrides axes.nfe for this sampler.")
+    resolution: list[int] | None = None
+    hardware: list[str] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("id must not be empty")
+        return v
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, v: str) -> str:
+        from bench.adapters.registry import resolve_sampler
+
+        try:
+            resolve_sampler(v)
+        except BenchError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("nfe", "resolution")
+    @classmethod
+    def _ints(cls, v: list[int] | None, info: Any) -> list[int] | None:
+        return None if v is None else _positive_unique(v, info.field_name)
+
+    @field_validator("hardware")
+    @classmethod
+    def _hw(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _hardware_list(v)
+
+
+class GateRule(_Strict):
+    """Tolerance for one metric; direction comes from the metric's higher_is_better."""
+
+    rel_tol: float | None = Field(default=None, ge=0)
+    abs_tol: float | None = Field(default=None, ge=0)
+    significance: Literal["ci", "none"] = "ci"
+
+
+class FrontGate(_Strict):
+    quality: str = "fd"
+    latency: str = "latency_ms_per_image"
+    tol_quality: float = Field(default=0.05, ge=0)
+    tol_latency: float = Field(default=0.25, ge=0)
+
+
+class Gates(_Strict):
+    metrics: dict[str, GateRule] = Field(default_factory=dict)
+    front: FrontGate | None = None
+
+
+class ReportSpec(_Strict):
+    enabled: bool = True
+    out: str | None = Field(default=None, description="Default reports/<suite>.html")
+    grid: int = Field(default=8, ge=0, le=64, description="Images per cell saved for image grids.")
+
+
+class SuiteModel(_Strict):
+    """A benchmark suite: samplers x axes, with metrics, gates and report options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    name: str
+    description: str = ""
+    dataset: DatasetSpec
+    samples: int = Field(gt=0, description="Images per cell for quality metrics.")
+    base_seed: int = Field(default=0, ge=0, description="Image i uses seed base_seed + i for every sampler.")
+    batch_size: int = Field(default=64, gt=0, description="Batch size for quality sampling.")
+    timeout: float = Field(default=1800, gt=0, description="Seconds before a cell is killed and failed.")
+    samplers: list[SamplerSpec]
+    axes: Axes
+    metrics: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    gates: Gates = Field(default_factory=Gates)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError("name must be letters, digits, '_', '-' or '.' (it names files)")
+        return v
+
+    @field_validator("samplers")
+    @classmethod
+    def _samplers(cls, v: list[SamplerSpec]) -> list[SamplerSpec]:
+        if not v:
+            raise ValueError("samplers must list at least one sampler")
+        ids = [s.id for s in v]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate sampler ids: {', '.join(dup)}")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
+        from bench.metrics.registry import metric_names
+
+        known = set(metric_names()) | set(SYSTEM_METRICS)
+        for name in v:
+            if name not in known:
+                raise ValueError(f"unknown metric {name!r} (known: {', '.join(sorted(known))})")
+        return v
+
+    @model_validator(mode="after")
+    def _gates_name_metrics(self) -> SuiteModel:
+        return self
+
+
+class Suite:
+    """A validated suite plus where it came from (text, path, hash) for provenance."""
+
+    def __init__(self, model: SuiteModel, text: str, path: str) -> None:
+        self.model, self.text, self.path = model, text, path
+        self.hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def metric_options(self, name: str) -> dict[str, Any]:
+        return dict(self.model.metrics.get(name) or {})
+
+
+def _validate(located: LocatedYAML, text: str) -> Suite:
+    if not isinstance(located.data, dict):
+        raise BenchError(f"{located.file}:1: a suite must be a mapping of keys (name, dataset, samplers, axes, ...)")
+    try:
+        model = SuiteModel.model_validate(located.data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        line = located.line_of(loc)
+        more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise BenchError(f"{located.file}:{line}: {dotted(loc)}: {msg}{more}") from None
+    return Suite(model, text, located.file)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; every problem is a one-line BenchError `FILE:LINE: key: message`."""
+    located = load_yaml(path)
+    return _validate(located, Path(path).read_text(encoding="utf-8", errors="replace"))
+
+
+def parse_suite(text: str, file: str = "<string>") -> Suite:
+    return _validate(parse_yaml(text, file), text)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of the suite format, for editors (`bench schema`)."""
+    schema = SuiteModel.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "flowmap-bench suite"
+    return schema

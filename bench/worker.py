@@ -1,0 +1,283 @@
+"""One cell: load the sampler, sample with per-image seeds once, count NFE, time, measure memory, score.
+
+Runs inside an isolated worker process (see executors/local.py); `serve` is that process's loop. The
+worker keeps loaded samplers between cells of the same (adapter, options, hardware) so a sweep over NFE
+does not reload weights; load time is then recorded once, on the first cell that loaded it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.plan import Cell
+from bench.store import CellResult
+
+
+@dataclass
+class CellTask:
+    """Everything a worker needs for one cell; plain picklable data."""
+
+    cell: Cell
+    dataset: str
+    dataset_options: dict[str, Any]
+    samples: int
+    base_seed: int
+    batch_size: int
+    metrics: dict[str, dict[str, Any]]
+    grid: int
+    samples_dir: str
+    cache_dir: str
+    allow_download: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Worker:
+    """Holds loaded samplers and datasets across cells; `run` never raises (errors become failed results)."""
+
+    def __init__(self, progress: Any = None) -> None:
+        self._samplers: dict[str, Any] = {}
+        self._datasets: dict[str, Any] = {}
+        self.progress = progress or (lambda msg: None)
+
+    def run(self, task: CellTask) -> CellResult:
+        started = time.time()
+        phases: dict[str, float] = {}
+        result = CellResult(key=task.cell.key, status="failed", started=started)
+        try:
+            self._run(task, phases, result)
+        except BaseException as e:  # a cell's failure must never take the sweep down
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            result.status = "failed"
+            result.error = _one_line(e)
+            result.info["traceback"] = traceback.format_exc(limit=20)
+        result.finished = time.time()
+        phases["total"] = result.finished - started
+        phases["other"] = max(phases["total"] - sum(v for k, v in phases.items() if k != "total"), 0.0)
+        result.phases = phases
+        return result
+
+    def _sampler(self, task: CellTask, phases: dict[str, float]) -> Any:
+        from bench.adapters.registry import build_sampler
+        from bench.hardware import HardwareSpec
+
+        c = task.cell
+        cache_key = json.dumps([c.adapter, c.options, c.hardware], sort_keys=True, default=str)
+        if cache_key in self._samplers:
+            phases["load"] = 0.0
+            return self._samplers[cache_key]
+        self.progress("load")
+        t0 = time.perf_counter()
+        sampler = build_sampler(c.adapter, dict(c.options))
+        sampler.load(HardwareSpec.parse(c.hardware))
+        phases["load"] = time.perf_counter() - t0
+        self._samplers.clear()  # keep one model resident: memory numbers stay per-sampler
+        self._samplers[cache_key] = sampler
+        return sampler
+
+    def _dataset(self, task: CellTask) -> Any:
+        from bench.datasets import build_dataset
+
+        key = json.dumps([task.dataset, task.dataset_options], sort_keys=True, default=str)
+        if key not in self._datasets:
+            self._datasets[key] = build_dataset(task.dataset, dict(task.dataset_options))
+        return self._datasets[key]
+
+    def _run(self, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
+        import torch
+
+        from bench.adapters.protocol import SampleRequest
+        from bench.hardware import HardwareSpec
+        from bench.metrics.memory import PeakMemory
+        from bench.metrics.nfe import NFECounter
+        from bench.metrics.registry import MetricResult
+
+        c = task.cell
+        hw = HardwareSpec.parse(c.hardware)
+        if hw.threads:
+            torch.set_num_threads(hw.threads)
+        device = hw.torch_device()
+        sampler = self._sampler(task, phases)
+        dataset = self._dataset(task)
+
+        # Quality sampling: every image once, from its own seed; the metrics below all read these samples.
+        self.progress("sample")
+        t0 = time.perf_counter()
+        n = task.samples
+        indices = list(range(n))
+        seeds = [task.base_seed + i for i in indices]
+        cond = dataset.conditions(indices)
+        images = []
+        first_sample = None
+        with PeakMemory(device) as mem:
+            # Sampling the first batch may build lazily sized networks; hooks are attached per batch.
+            for lo in range(0, n, task.batch_size):
+                hi = min(lo + task.batch_size, n)
+                req = SampleRequest(
+                    seeds=seeds[lo:hi], nfe=c.nfe, height=c.resolution, width=c.resolution,
+                    prompts=cond.prompts[lo:hi] if cond.prompts else None,
+                    labels=cond.labels[lo:hi] if cond.labels else None, guidance=c.guidance,
+                )
+                with NFECounter(sampler.networks()) as counter:
+                    out = sampler.sample(req)
+                if not sampler.networks():
+                    raise RuntimeError(f"{c.adapter}: networks() returned no modules; NFE cannot be counted")
+                if first_sample is None:
+                    first_sample = counter.per_image(hi - lo)
+                elif abs(counter.per_image(hi - lo) - first_sample) > 1e-9:
+                    raise RuntimeError("counted NFE differs between batches")
+                images.append(_to_uint8(out, hi - lo, c.resolution))
+                self.progress(f"sample {hi}/{n}")
+        samples = torch.cat(images)
+        phases["sample"] = time.perf_counter() - t0
+        result.nfe_counted = first_sample
+        metrics: list[MetricResult] = []
+        if "memory" in task.metrics:
+            metrics.append(MetricResult("peak_memory_mb", mem.peak_mb, higher_is_better=False, n=1,
+                                        provenance={**mem.provenance(), "batch_size": task.batch_size}))
+
+        t0 = time.perf_counter()
+        grid = min(task.grid, n)
+        if grid:
+            _save_grid(samples[:grid], Path(task.samples_dir))
+            result.samples_dir = task.samples_dir
+        phases["save"] = time.perf_counter() - t0
+
+        if "latency" in task.metrics:
+            self.progress("latency")
+            t0 = time.perf_counter()
+            metrics += _latency(sampler, task, cond, device)
+            phases["latency"] = time.perf_counter() - t0
+
+        self.progress("metrics")
+        t0 = time.perf_counter()
+        metric_errors = _quality(task, samples, indices, seeds, cond, dataset, device, metrics)
+        phases["metrics"] = time.perf_counter() - t0
+        result.metrics = metrics
+        result.info["nfe_counted_per_image"] = first_sample
+        if metric_errors:
+            result.info["metric_errors"] = metric_errors
+            result.error = "; ".join(f"{k}: {v}" for k, v in metric_errors.items())
+            result.status = "failed"
+        else:
+            result.status = "done"
+
+
+def _to_uint8(out: Any, n: int, resolution: int) -> Any:
+    import torch
+
+    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != n or out.shape[1] != 3:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RuntimeError(f"sample() must return ({n}, 3, H, W) images, got {shape}")
+    out = out.detach().cpu()
+    if out.dtype != torch.uint8:
+        out = (out.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return out
+
+
+def _save_grid(images: Any, folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+
+
+def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
+    from bench.adapters.protocol import SampleRequest
+    from bench.metrics import latency
+    from bench.metrics.registry import MetricResult
+
+    opts = dict(task.metrics.get("latency") or {})
+    sizes = sorted(set(opts.get("batch_sizes", [1, 16])))
+    out = []
+    for b in sizes:
+        idx = [i % task.samples for i in range(b)]
+        req = SampleRequest(
+            seeds=[task.base_seed + i for i in idx], nfe=task.cell.nfe, height=task.cell.resolution,
+            width=task.cell.resolution, guidance=task.cell.guidance,
+            prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
+            labels=[cond.labels[i] for i in idx] if cond.labels else None,
+        )
+        r = latency.measure(
+            lambda req=req: sampler.sample(req), b, device, warmup=int(opts.get("warmup", 1)),
+            min_run_time=float(opts.get("min_run_time", 0.2)), max_run_time=float(opts.get("max_run_time", 5.0)),
+        )
+        med, q25, q75 = r.per_image_ms()
+        prov = {"batch_size": b, "runs": r.runs, "number_per_run": r.number_per_run,
+                "median_batch_ms": r.median_s * 1e3, "ci": "interquartile range", "threads": _threads()}
+        if b == 1:
+            out.append(MetricResult("latency_ms_batch1", med, False, q25, q75, r.runs, prov))
+        if b == sizes[-1]:
+            out.append(MetricResult("latency_ms_per_image", med, False, q25, q75, r.runs, prov))
+    return out
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _quality(task: CellTask, samples: Any, indices: list[int], seeds: list[int], cond: Any, dataset: Any,
+             device: Any, metrics: list[Any]) -> dict[str, str]:
+    from bench.metrics import SYSTEM_METRICS
+    from bench.metrics.registry import QualityContext, get_metric
+
+    ctx = QualityContext(
+        images=samples, indices=indices, seeds=seeds, prompts=cond.prompts, labels=cond.labels,
+        dataset=dataset, resolution=task.cell.resolution, device=device, cache_dir=Path(task.cache_dir),
+        seed=task.base_seed, allow_download=task.allow_download,
+    )
+    errors: dict[str, str] = {}
+    for name, opts in task.metrics.items():
+        if name in SYSTEM_METRICS:
+            continue
+        try:
+            metrics.extend(get_metric(name)(ctx, dict(opts or {})))
+        except Exception as e:
+            errors[name] = _one_line(e)
+    return errors
+
+
+def _preload() -> None:
+    """Import what every cell needs before reporting ready, so first-cell imports are not billed to a cell."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" noise on CPU
+    import PIL.Image  # noqa: F401
+    import torch
+    import torch.utils.benchmark  # noqa: F401
+
+    import bench.adapters.protocol
+    import bench.adapters.registry
+    import bench.metrics.latency
+    import bench.metrics.memory
+    import bench.metrics.nfe  # noqa: F401
+
+
+def serve(conn: Any) -> None:
+    """Worker-process loop: receive CellTasks over the pipe, send progress and results back."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    _preload()
+    worker = Worker(progress=lambda msg: conn.send(("progress", msg)))
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        conn.send(("result", worker.run(task)))
