@@ -7,13 +7,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.errors import BenchError
 from bench.hardware import HardwareSpec
 from bench.yaml_lines import LocatedYAML, dotted, load_yaml, parse_yaml
 
-PositiveInt = int
 SYSTEM_METRICS = ("latency", "memory")
 
 
@@ -182,17 +181,19 @@ class SuiteModel(_Strict):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
-        from bench.metrics.registry import metric_names
+        from bench.metrics.registry import get_metric, metric_names
 
         known = set(metric_names()) | set(SYSTEM_METRICS)
         for name in v:
-            if name not in known:
-                raise ValueError(f"unknown metric {name!r} (known: {', '.join(sorted(known))})")
+            if ":" in name:
+                try:
+                    get_metric(name)
+                except BenchError as e:
+                    raise ValueError(str(e)) from None
+            elif name not in known:
+                raise ValueError(f"unknown metric {name!r} (known: {', '.join(sorted(known))}; "
+                                 "or 'module.path:function')")
         return v
-
-    @model_validator(mode="after")
-    def _gates_name_metrics(self) -> SuiteModel:
-        return self
 
 
 class Suite:

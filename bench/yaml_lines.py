@@ -73,6 +73,9 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str, bud
                              "(alias bomb?)")
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         seen.add(id(node))
+        if node.tag not in ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+            raise BenchError(f"{file}:{node.start_mark.line + 1}: {_dotted(path)}: tag {node.tag!r} is not allowed "
+                             "(no constructor for it in safe loading)")
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:

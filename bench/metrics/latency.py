@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.utils.benchmark as tbench
 
@@ -36,7 +37,5 @@ def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, 
         torch.cuda.synchronize(device)
     timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     m = timer.adaptive_autorange(threshold=threshold, min_run_time=min_run_time, max_run_time=max_run_time)
-    times = sorted(m.times)
-    q25 = times[int(0.25 * (len(times) - 1))]
-    q75 = times[int(round(0.75 * (len(times) - 1)))]
+    q25, q75 = np.percentile(np.asarray(m.times), [25, 75])
     return LatencyResult(batch_size, float(m.median), float(q25), float(q75), len(m.times), m.number_per_run)

@@ -72,12 +72,23 @@ def metric_names() -> list[str]:
     return sorted(_METRICS)
 
 
+def is_metric(name: str) -> bool:
+    """Registered, or a 'module.path:function' a suite names directly (a third-party metric)."""
+    return name in _METRICS or name in _LOADED or ":" in name
+
+
 def get_metric(name: str) -> MetricFn:
+    """The metric function for a registered name or a 'module.path:function' string."""
     if name in _LOADED:
         return _LOADED[name]
-    if name not in _METRICS:
-        raise BenchError(f"unknown metric {name!r} (known: {', '.join(metric_names()) or 'none'})")
-    module_name, _, attr = _METRICS[name].partition(":")
-    fn = getattr(importlib.import_module(module_name), attr)
+    target = _METRICS.get(name, name if ":" in name else None)
+    if target is None:
+        raise BenchError(f"unknown metric {name!r} (known: {', '.join(metric_names()) or 'none'}; "
+                         "or name one as 'module.path:function')")
+    module_name, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise BenchError(f"metric {name!r}: cannot import {target!r} ({e})") from None
     _LOADED[name] = fn
     return fn

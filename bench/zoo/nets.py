@@ -22,8 +22,8 @@ from bench.zoo import shapes
 
 @dataclass
 class UNetConfig:
-    channels: tuple[int, ...] = (32, 64, 128)
-    blocks: tuple[int, ...] = (1, 2, 2)
+    channels: tuple[int, ...] = (24, 48, 96)
+    blocks: tuple[int, ...] = (1, 1, 1)
     attention: tuple[bool, ...] = (False, False, True)
     emb_dim: int = 128
     cond_dim: int = 128
@@ -38,10 +38,12 @@ class UNetConfig:
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal features of t (computed in float32, or float64 for float64 inputs)."""
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = (t.reshape(-1, 1).float() * scale) * freqs.view(1, -1)
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1).to(t.dtype if t.is_floating_point() else torch.float32)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    args = (t.reshape(-1, 1).to(dtype) * scale) * freqs.view(1, -1)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
 class ResBlock(nn.Module):
@@ -98,39 +100,41 @@ class FlowUNet(nn.Module):
         self.c_embed = nn.Linear(cfg.cond_dim, e)
         self.r_embed = nn.Linear(1, e)
         self.inp = nn.Conv2d(3, cfg.channels[0], 3, padding=1)
+        # Down: `blocks[l]` residual blocks per level (each output is a skip), then a stride-2 conv.
+        # Up: the same number of blocks, each eating one skip, then a 1x1 conv at low resolution and a
+        # nearest upsample (cheap: spatial mixing is left to the next level's 3x3 convs).
         self.down = nn.ModuleList()
-        skips = [cfg.channels[0]]
+        skips: list[int] = []
         ch = cfg.channels[0]
         for level, (cout, nb) in enumerate(zip(cfg.channels, cfg.blocks, strict=True)):
             for _ in range(nb):
-                blk = nn.ModuleList([ResBlock(ch, cout, e, g)])
-                if cfg.attention[level]:
-                    blk.append(Attention(cout, g))
-                self.down.append(blk)
+                self.down.append(self._block(ch, cout, cfg.attention[level]))
                 ch = cout
                 skips.append(ch)
             if level < len(cfg.channels) - 1:
                 self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
-                skips.append(ch)
         self.mid1 = ResBlock(ch, ch, e, g)
         self.mid_attn = Attention(ch, g)
-        self.mid2 = ResBlock(ch, ch, e, g)
         self.up = nn.ModuleList()
         for level in reversed(range(len(cfg.channels))):
             cout = cfg.channels[level]
-            for _ in range(cfg.blocks[level] + 1):
-                blk = nn.ModuleList([ResBlock(ch + skips.pop(), cout, e, g)])
-                if cfg.attention[level]:
-                    blk.append(Attention(cout, g))
-                self.up.append(blk)
+            for _ in range(cfg.blocks[level]):
+                self.up.append(self._block(ch + skips.pop(), cout, cfg.attention[level]))
                 ch = cout
             if level > 0:
-                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
-                                              nn.Conv2d(ch, ch, 3, padding=1)]))
+                self.up.append(nn.ModuleList([nn.Conv2d(ch, cfg.channels[level - 1], 1),
+                                              nn.Upsample(scale_factor=2, mode="nearest")]))
+                ch = cfg.channels[level - 1]
         self.out_norm = nn.GroupNorm(min(g, ch), ch)
         self.out = nn.Conv2d(ch, 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    def _block(self, cin: int, cout: int, attention: bool) -> nn.ModuleList:
+        blk = nn.ModuleList([ResBlock(cin, cout, self.cfg.emb_dim, self.cfg.groups)])
+        if attention:
+            blk.append(Attention(cout, self.cfg.groups))
+        return blk
 
     def embedding(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                   s: torch.Tensor | None) -> torch.Tensor:
@@ -148,16 +152,16 @@ class FlowUNet(nn.Module):
                 s: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embedding(x, t, cond, s)
         h = self.inp(x)
-        hs = [h]
+        hs = []
         for blk in self.down:
             if isinstance(blk[0], ResBlock):
                 h = blk[0](h, emb)
                 for extra in blk[1:]:
                     h = extra(h)
+                hs.append(h)
             else:
                 h = blk[0](h)
-            hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self.mid_attn(self.mid1(h, emb))
         for blk in self.up:
             if isinstance(blk[0], ResBlock):
                 h = blk[0](torch.cat([h, hs.pop()], dim=1), emb)

@@ -1,0 +1,145 @@
+"""What the quality metrics share: option checks, per-cell feature reuse (ctx.shared), reference sets, provenance.
+
+Within one cell, a feature space is loaded once and the samples are embedded once per space (ctx.shared is the
+per-cell scratch dict), so FD, KID and precision/recall in the same space read the same features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.errors import BenchError
+from bench.metrics.features import FeatureSpace, build_feature_space
+from bench.metrics.reference import ReferenceSet, reference_set
+from bench.metrics.registry import QualityContext
+
+DEFAULT_FEATURE_SPACE = "shapes-clip"
+# Options every feature-space metric (fd, fd_floor, kid, precision_recall) accepts; the space-specific ones
+# (weights, resize, size, dim, layer, repo, pretrained) are checked by the feature space itself.
+FEATURE_OPTIONS = ("feature_space", "batch_size", "weights", "resize", "size", "dim", "layer", "repo", "pretrained")
+_SPACE_KEYS = ("weights", "resize", "size", "dim", "layer", "repo", "pretrained")
+DEFAULT_BATCH_SIZE = 256
+
+
+def check_options(metric: str, options: dict[str, Any], allowed: Iterable[str]) -> None:
+    allowed = set(allowed) | {"variant"}
+    extra = sorted(set(options) - allowed)
+    if extra:
+        raise BenchError(f"metric {metric}: unknown option(s) {', '.join(extra)} "
+                         f"(allowed: {', '.join(sorted(allowed - {'variant'}))})")
+
+
+def positive_int(metric: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BenchError(f"metric {metric}: {name} must be a positive integer, got {value!r}")
+    return value
+
+
+def feature_spec(metric: str, options: dict[str, Any]) -> str:
+    """The feature space: `fd:<space>` (variant) or the option feature_space, default shapes-clip."""
+    variant, named = options.get("variant"), options.get("feature_space")
+    if variant and named and variant != named:
+        raise BenchError(f"metric {metric}:{variant} also sets feature_space: {named}; keep one")
+    return str(variant or named or DEFAULT_FEATURE_SPACE)
+
+
+def name_suffix(options: dict[str, Any]) -> str:
+    """Result names carry the variant: metric `fd:pixels` stores `fd:pixels` and `fd_floor:pixels`."""
+    return f":{options['variant']}" if options.get("variant") else ""
+
+
+def _device(ctx: QualityContext) -> torch.device:
+    return torch.device(ctx.device) if ctx.device is not None else torch.device("cpu")
+
+
+def get_space(ctx: QualityContext, metric: str, options: dict[str, Any]) -> FeatureSpace:
+    """The cell's FeatureSpace for these options, loaded once per cell."""
+    spec = feature_spec(metric, options)
+    space_opts = {k: options[k] for k in _SPACE_KEYS if options.get(k) is not None}
+    cache_key = f"space:{spec}|{sorted(space_opts.items())!r}"
+    if cache_key not in ctx.shared:
+        ctx.shared[cache_key] = build_feature_space(spec, space_opts, _device(ctx), ctx.allow_download)
+    return ctx.shared[cache_key]
+
+
+def batch_size_of(metric: str, options: dict[str, Any]) -> int:
+    return positive_int(metric, "batch_size", options.get("batch_size", DEFAULT_BATCH_SIZE))
+
+
+def sample_features(ctx: QualityContext, space: FeatureSpace, batch_size: int) -> np.ndarray:
+    """The cell's samples embedded in `space` (float32, N x D), computed once per cell and space."""
+    key = f"features:{space.id}"
+    if key not in ctx.shared:
+        if len(ctx.indices) != ctx.images.shape[0]:
+            raise BenchError(f"{ctx.images.shape[0]} samples but {len(ctx.indices)} reference indices")
+        ctx.shared[key] = space.extract(ctx.images, batch_size)
+    return ctx.shared[key]
+
+
+def floor_indices(indices: Sequence[int], offset: int | None = None) -> list[int]:
+    """A disjoint reference set of the same size: the indices shifted past their own range (or by `offset`)."""
+    idx = list(indices)
+    shift = (max(idx) - min(idx) + 1) if offset is None else int(offset)
+    shifted = [i + shift for i in idx]
+    if set(shifted) & set(idx):
+        raise BenchError(f"floor_offset {offset} makes the noise-floor reference set overlap the reference set")
+    return shifted
+
+
+def get_reference(ctx: QualityContext, space: FeatureSpace, role: str, batch_size: int,
+                  offset: int | None = None) -> ReferenceSet:
+    """The reference set (role 'reference': dataset images at ctx.indices; 'floor': a disjoint set of equal size)."""
+    indices = list(ctx.indices) if role == "reference" else floor_indices(ctx.indices, offset)
+    key = f"reference:{role}:{offset}:{space.id}"
+    if key not in ctx.shared:
+        ctx.shared[key] = reference_set(ctx, space, indices, role, batch_size)
+    return ctx.shared[key]
+
+
+def cell_seed(ctx: QualityContext, *stream: int) -> tuple[int, ...]:
+    """A numpy seed sequence derived from the cell's seed and a stream id (one stream per use)."""
+    return (int(ctx.seed), *stream)
+
+
+def seeds_summary(seeds: Sequence[int]) -> dict[str, Any]:
+    s = [int(v) for v in seeds]
+    return {"count": len(s), "first": s[0] if s else None, "last": s[-1] if s else None,
+            "sha256": hashlib.sha256(np.asarray(s, dtype=np.int64).tobytes()).hexdigest()[:16]}
+
+
+_VERSION_PACKAGES = ("flowmap-bench", "torch", "numpy", "scipy", "torch-fidelity", "clean-fid", "open_clip_torch")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSION_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def base_provenance(ctx: QualityContext, space: FeatureSpace | None = None,
+                    ref: ReferenceSet | None = None) -> dict[str, Any]:
+    prov: dict[str, Any] = {
+        "n_samples": int(ctx.images.shape[0]),
+        "resolution": int(ctx.resolution),
+        "seeds": seeds_summary(ctx.seeds),
+        "metric_seed": int(ctx.seed),
+        "dataset": ctx.dataset.key(),
+        "versions": library_versions(),
+    }
+    if space is not None:
+        prov["feature_space"] = space.provenance()
+    if ref is not None:
+        prov["reference"] = {"n": int(ref.stats.n), "indices_sha256": ref.key["indices_sha256"][:16],
+                             "indices_range": ref.key["indices_range"], "cache_key": ref.digest[:32],
+                             "from_cache": ref.from_cache}
+    return prov

@@ -1,0 +1,127 @@
+"""Reference features and statistics: computed once per key, cached as `.npz` under the store's cache directory.
+
+The key is (dataset identity, split, resolution, feature space + code version + weights hash, preprocessing,
+N, which indices, role). The file name is a hash of the key, and the key is stored inside the file and compared
+on load, so a stale or colliding file is recomputed, never reused. Files are written atomically (temporary
+file + rename), so concurrent workers computing the same reference cannot leave a torn file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.metrics.frechet import FeatureStats
+
+if TYPE_CHECKING:
+    from bench.metrics.features import FeatureSpace
+    from bench.metrics.registry import QualityContext
+
+FORMAT = 1
+SUBDIR = "reference_stats"
+
+
+@dataclass
+class ReferenceSet:
+    """Features (float32, N x D) and float64 statistics of one reference set, with the key they were made for."""
+
+    features: np.ndarray
+    stats: FeatureStats
+    key: dict[str, Any]
+    digest: str
+    path: Path
+    from_cache: bool
+
+
+def indices_digest(indices: Sequence[int]) -> str:
+    return hashlib.sha256(np.asarray(list(indices), dtype=np.int64).tobytes()).hexdigest()
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def reference_key(dataset: Any, resolution: int, space: FeatureSpace, indices: Sequence[int],
+                  role: str) -> dict[str, Any]:
+    """The full identity of a reference set's features: change any field and the cache entry changes."""
+    idx = list(indices)
+    return {
+        "format": FORMAT,
+        "role": role,
+        "dataset": dataset.key(),
+        "split": getattr(dataset, "split", None),
+        "resolution": int(resolution),
+        **space.key_fields(),
+        "n": len(idx),
+        "indices_sha256": indices_digest(idx),
+        "indices_range": [min(idx), max(idx)] if idx else [],
+    }
+
+
+def _atomic_savez(path: Path, **arrays: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_checked(path: Path, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file whose stored key equals `key`; None if missing, unreadable or stale."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "key" not in z.files or json.loads(str(z["key"])) != json.loads(json.dumps(key, default=str)):
+                return None
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def reference_set(ctx: QualityContext, space: FeatureSpace, indices: Sequence[int], role: str,
+                  batch_size: int = 256) -> ReferenceSet:
+    """Reference features of dataset images at `indices` in `space`, from the cache or computed and cached."""
+    key = reference_key(ctx.dataset, ctx.resolution, space, indices, role)
+    digest = key_digest(key)
+    path = Path(ctx.cache_dir) / SUBDIR / f"ref-{digest[:32]}.npz"
+    arrays = _load_checked(path, key)
+    if arrays is not None:
+        stats = FeatureStats(mean=arrays["mu"], cov=arrays["sigma"], n=int(arrays["n"]))
+        return ReferenceSet(arrays["features"], stats, key, digest, path, from_cache=True)
+    images = ctx.dataset.images(list(indices), ctx.resolution)
+    if images.dtype.is_floating_point or images.dim() != 4 or images.shape[0] != len(indices):
+        raise BenchError(f"dataset {ctx.dataset.key()}: images() must return uint8 (N, 3, R, R), got "
+                         f"{images.dtype} {tuple(images.shape)} for {len(indices)} indices")
+    feats = space.extract(images, batch_size)
+    stats = FeatureStats.from_features(feats)
+    _atomic_savez(path, key=np.array(json.dumps(key, sort_keys=True, default=str)), features=feats,
+                  mu=stats.mean, sigma=stats.cov, n=np.int64(stats.n))
+    return ReferenceSet(feats, stats, key, digest, path, from_cache=False)
+
+
+def cached_numbers(cache_dir: Path, kind: str, key: dict[str, Any],
+                   compute: Callable[[], dict[str, float]]) -> tuple[dict[str, float], bool]:
+    """Small derived numbers (e.g. the FD noise floor) cached under the same rules: (numbers, from_cache)."""
+    full = {"format": FORMAT, "kind": kind, **key}
+    path = Path(cache_dir) / SUBDIR / f"{kind}-{key_digest(full)[:32]}.npz"
+    arrays = _load_checked(path, full)
+    if arrays is not None:
+        return {k: float(v) for k, v in arrays.items() if k != "key"}, True
+    numbers = compute()
+    _atomic_savez(path, key=np.array(json.dumps(full, sort_keys=True, default=str)),
+                  **{k: np.float64(v) for k, v in numbers.items()})
+    return numbers, False

@@ -1,0 +1,97 @@
+"""Where the zoo's weights live, how they are saved (fp16 safetensors + manifest) and loaded.
+
+The weights folder is `bench/zoo/weights/` inside the package, or the folder named by the environment
+variable BENCH_ZOO_WEIGHTS. `manifest.json` there records, per model: file, sha256, size, recipe (how
+`bench zoo train <name>` reproduces it, with the measured wall time and hardware) and measured quality.
+Only safetensors are read; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import MissingWeightsError
+
+ENV_VAR = "BENCH_ZOO_WEIGHTS"
+MANIFEST = "manifest.json"
+FILES = {"shapes-clip": "shapes_clip.safetensors", "teacher": "teacher.safetensors"}
+
+
+def weights_dir() -> Path:
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path(__file__).with_name("weights")
+
+
+def weight_path(name: str) -> Path:
+    return weights_dir() / FILES.get(name, f"{name.replace('-', '_')}.safetensors")
+
+
+def require(name: str) -> Path:
+    """The weight file of zoo model `name`, or MissingWeightsError naming the file and the fix."""
+    path = weight_path(name)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"zoo weights for {name!r} not found: {path} (run `bench zoo train {name}`, "
+            f"or point {ENV_VAR} at a folder holding {path.name})"
+        )
+    return path
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(folder: Path | None = None) -> dict[str, Any]:
+    path = (folder or weights_dir()) / MANIFEST
+    if not path.is_file():
+        return {"models": {}}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_manifest(manifest: dict[str, Any], folder: Path | None = None) -> Path:
+    path = (folder or weights_dir()) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
+
+
+def save_fp16(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, Any]) -> str:
+    """Save floating tensors as fp16 (others unchanged) with JSON-encoded metadata; returns the sha256."""
+    from safetensors.torch import save_file
+
+    out = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
+           for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    return sha256(path)
+
+
+def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors (floating ones as float32) and decoded metadata of a safetensors file."""
+    from safetensors import safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        for k in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+            v = f.get_tensor(k)
+            tensors[k] = v.float() if v.is_floating_point() else v
+    return tensors, meta
+
+
+def fp16_roundtrip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What a state dict becomes after shipping (fp16) and loading (float32): for measuring shipped quality."""
+    return {k: v.detach().half().float() if v.is_floating_point() else v for k, v in state.items()}

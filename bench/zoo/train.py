@@ -1,0 +1,297 @@
+"""Training recipes of the zoo: `shapes-clip` (contrastive) and the `teacher` (flow matching with CFG dropout).
+
+    python -m bench.zoo.train shapes-clip --out DIR [--device cuda] [--steps N | --max-seconds S]
+    python -m bench.zoo.train teacher --out DIR [--device cuda] [--steps N | --max-seconds S]
+
+Each run writes `<file>.safetensors` (fp16, what ships) and `<name>.recipe.json` (the recipe: seed, steps,
+batch, learning rate, schedule, measured wall time, hardware fingerprint, final losses) into DIR.
+Training data are train-split seeds drawn from a numpy generator seeded by the recipe seed; images are
+rendered on the training device. With `--max-seconds`, the step count is fixed after timing the first
+steps (so the LR schedule is still step-based) and recorded: rerunning with `--steps <recorded>`
+reproduces the recipe (bit-identity is not promised on GPUs: cuDNN and atomics are nondeterministic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.zoo import checkpoints, shapes
+from bench.zoo.nets import ShapesTeacher, count_parameters
+
+
+@dataclass
+class Recipe:
+    model: str
+    seed: int = 0
+    steps: int = 2000
+    batch: int = 512
+    batch32: int = 128  # teacher: extra 32x32 batch per step; clip: half the batch is rendered at 16
+    lr: float = 1e-3
+    warmup: int = 200
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    ema: float = 0.999
+    cond_dropout: float = 0.1
+    grad_clip: float = 1.0
+    max_seconds: float | None = None  # if set: time the first steps, then fix `steps` to fit the budget
+
+
+DEFAULTS = {
+    "shapes-clip": Recipe(model="shapes-clip", seed=0, steps=3000, batch=1024, lr=1e-3, warmup=200,
+                          weight_decay=0.1, ema=0.0),
+    "teacher": Recipe(model="teacher", seed=0, steps=20000, batch=512, batch32=128, lr=1e-3, warmup=300,
+                      ema=0.9995),
+}
+
+
+def lr_at(r: Recipe, step: int) -> float:
+    if step < r.warmup:
+        return r.lr * (step + 1) / r.warmup
+    p = min(1.0, (step - r.warmup) / max(1, r.steps - r.warmup))
+    return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def caption_ids(sc: shapes.Scenes) -> np.ndarray:
+    """Index of each scene's caption in `shapes.all_captions()`."""
+    zi = np.where(sc.say_size, sc.size + 1, 0)
+    pi = np.where(sc.say_pos, sc.region + 1, 0)
+    return ((sc.colour * len(shapes.SHAPES) + sc.shape) * 3 + zi) * 10 + pi
+
+
+def train_batch(rng: np.random.Generator, n: int) -> shapes.Scenes:
+    return shapes.scenes(rng.integers(0, shapes.EVAL_SEED_OFFSET, size=n))
+
+
+def _loop(r: Recipe, device: torch.device, params: list[torch.nn.Parameter],
+          step_fn: Callable[[int], dict[str, float]], log: Callable[[str], None],
+          after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Shared optimisation loop: AdamW, warmup + cosine, grad clipping, optional time budget."""
+    opt = torch.optim.AdamW(params, lr=r.lr, betas=(0.9, 0.99), weight_decay=r.weight_decay)
+    t_start = time.time()
+    step, timed_from, history = 0, None, []
+    while step < r.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(r, step)
+        opt.zero_grad(set_to_none=True)
+        losses = step_fn(step)
+        torch.nn.utils.clip_grad_norm_(params, r.grad_clip)
+        opt.step()
+        if after_step:
+            after_step(step)
+        step += 1
+        if r.max_seconds and step == 20:
+            _sync(device)
+            timed_from = (time.time(), step)
+        if r.max_seconds and timed_from and step == 120:
+            _sync(device)
+            per_step = (time.time() - timed_from[0]) / (step - timed_from[1])
+            left = r.max_seconds - (time.time() - t_start)
+            r.steps = max(step + 1, step + int(left / per_step))
+            log(f"{r.model}: {per_step * 1000:.1f} ms/step -> steps fixed to {r.steps} for {r.max_seconds:.0f} s")
+        if step % 100 == 0 or step == r.steps:
+            history.append({"step": step, **losses})
+            log(f"{r.model} step {step}/{r.steps} lr {lr_at(r, step - 1):.2e} "
+                + " ".join(f"{k} {v:.4f}" for k, v in losses.items()) + f" [{time.time() - t_start:.0f}s]")
+    _sync(device)
+    return {"wall_seconds": round(time.time() - t_start, 1), "history": history[-5:]}
+
+
+def _hardware(device: torch.device) -> dict[str, Any]:
+    from bench.hardware import fingerprint
+
+    fp = fingerprint()
+    keep = {k: fp.get(k) for k in ("cpu_model", "cpu_cores_logical", "torch", "cuda", "gpus")}
+    keep["device"] = str(device)
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------- shapes-clip
+
+
+def train_shapes_clip(out_dir: Path, device: str = "cpu", log: Callable[[str], None] = print,
+                      **overrides: Any) -> dict[str, Any]:
+    from bench.zoo import shapes_clip
+
+    r = Recipe(**{**asdict(DEFAULTS["shapes-clip"]), **overrides})
+    dev = torch.device(device)
+    torch.manual_seed(r.seed)
+    rng = np.random.default_rng(r.seed)
+    model = shapes_clip.build_model(dev).train()
+    tokens = shapes_clip.tokenize(shapes.all_captions()).to(dev)
+    log(f"shapes-clip: {count_parameters(model)} parameters, recipe {asdict(r)}")
+
+    def step_fn(step: int) -> dict[str, float]:
+        sc = train_batch(rng, r.batch)
+        half = r.batch // 2
+        idx32, idx16 = np.arange(half), np.arange(half, r.batch)
+        img32 = shapes.render(_subset(sc, idx32), 32, dev, torch.float32)
+        img16 = shapes.render(_subset(sc, idx16), 16, dev, torch.float32)
+        img16 = _quantise(img16)
+        x = torch.cat([shapes_clip.preprocess(_quantise(img32)), shapes_clip.preprocess(img16)])
+        cid = torch.as_tensor(caption_ids(sc), device=dev)
+        with _autocast(dev):
+            fi = F.normalize(model.encode_image(x).float(), dim=-1)
+            ft = F.normalize(model.encode_text(tokens[cid]).float(), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * fi @ ft.T
+        compat = torch.as_tensor(_compatible(sc), device=dev, dtype=torch.float32)
+        loss_i = -(F.log_softmax(logits, 1) * compat / compat.sum(1, keepdim=True)).sum(1).mean()
+        loss_t = -(F.log_softmax(logits, 0) * compat / compat.sum(0, keepdim=True)).sum(0).mean()
+        loss = 0.5 * (loss_i + loss_t)
+        loss.backward()
+        return {"loss": float(loss.detach())}
+
+    stats = _loop(r, dev, list(model.parameters()), step_fn, log)
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = shapes_clip.to_compact(checkpoints.fp16_roundtrip(model.state_dict()))
+    shipped = shapes_clip.load_from_state(state, dev)
+    acc32 = shapes_clip.attribute_accuracy(shipped, n=1000, resolution=32)
+    acc16 = shapes_clip.attribute_accuracy(shipped, n=1000, resolution=16)
+    log(f"shapes-clip zero-shot accuracy (eval, 1000 images) @32 {acc32} @16 {acc16}")
+    path = out_dir / checkpoints.FILES["shapes-clip"]
+    digest = checkpoints.save_fp16(state, path, {"model": "shapes-clip", "config": "configs/shapes-clip.json"})
+    recipe = {**asdict(r), "steps": r.steps, **stats, "hardware": _hardware(dev),
+              "parameters": count_parameters(model), "shipped_parameters": sum(v.numel() for v in state.values()),
+              "quality": {"attribute_accuracy_32": acc32, "attribute_accuracy_16": acc16, "n": 1000},
+              "file": path.name, "sha256": digest, "bytes": path.stat().st_size}
+    (out_dir / "shapes_clip.recipe.json").write_text(json.dumps(recipe, indent=2))
+    return recipe
+
+
+def _subset(sc: shapes.Scenes, idx: np.ndarray) -> shapes.Scenes:
+    return shapes.Scenes(**{k: v[idx] for k, v in vars(sc).items()})
+
+
+def _quantise(img: torch.Tensor) -> torch.Tensor:
+    """Round to uint8 levels as shipped images are (keeps training inputs like evaluation inputs)."""
+    return torch.floor(img * 255 + 0.5) / 255
+
+
+def _compatible(sc: shapes.Scenes) -> np.ndarray:
+    """(N, N) bool: caption j describes image i (every attribute it names matches)."""
+    m = (sc.colour[:, None] == sc.colour[None]) & (sc.shape[:, None] == sc.shape[None])
+    m &= ~sc.say_size[None] | (sc.size[:, None] == sc.size[None])
+    m &= ~sc.say_pos[None] | (sc.region[:, None] == sc.region[None])
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+
+
+def train_teacher(out_dir: Path, device: str = "cpu", log: Callable[[str], None] = print,
+                  **overrides: Any) -> dict[str, Any]:
+    r = Recipe(**{**asdict(DEFAULTS["teacher"]), **overrides})
+    dev = torch.device(device)
+    torch.manual_seed(r.seed)
+    rng = np.random.default_rng(r.seed)
+    model = ShapesTeacher().to(dev)
+    ema = ShapesTeacher().to(dev)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    counts = model.text.counts(shapes.all_captions()).to(dev)
+    log(f"teacher: {count_parameters(model.unet)} U-Net + {count_parameters(model.text)} text parameters, "
+        f"recipe {asdict(r)}")
+    gen = torch.Generator(device=dev).manual_seed(r.seed)
+
+    def fm_loss(res: int, n: int) -> torch.Tensor:
+        sc = train_batch(rng, n)
+        x1 = _quantise(shapes.render(sc, res, dev, torch.float32)) * 2 - 1
+        x0 = torch.randn(x1.shape, device=dev, generator=gen)
+        t = torch.rand(n, device=dev, generator=gen)
+        xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * x1
+        cond = model.text.encode_counts(counts[torch.as_tensor(caption_ids(sc), device=dev)])
+        drop = torch.rand(n, device=dev, generator=gen) < r.cond_dropout
+        cond = torch.where(drop.view(-1, 1), model.text.null_cond(n), cond)
+        if dev.type == "cuda":
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        with _autocast(dev):
+            v = model.unet(xt, t, cond)
+        return F.mse_loss(v.float(), x1 - x0)
+
+    def step_fn(step: int) -> dict[str, float]:
+        l16 = fm_loss(16, r.batch)
+        l32 = fm_loss(32, r.batch32) if r.batch32 else torch.zeros((), device=dev)
+        (l16 + l32).backward()
+        return {"loss16": float(l16.detach()), "loss32": float(l32.detach())}
+
+    def after_step(step: int) -> None:
+        d = min(r.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1 - d)
+
+    stats = _loop(r, dev, list(model.parameters()), step_fn, log, after_step)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / checkpoints.FILES["teacher"]
+    digest = checkpoints.save_fp16(ema.state_dict(), path, {"model": "teacher", "config": ema.config()})
+    recipe = {**asdict(r), "steps": r.steps, **stats, "hardware": _hardware(dev),
+              "parameters": count_parameters(ema), "unet_parameters": count_parameters(ema.unet),
+              "file": path.name, "sha256": digest, "bytes": path.stat().st_size}
+    (out_dir / "teacher.recipe.json").write_text(json.dumps(recipe, indent=2))
+    return recipe
+
+
+TRAINERS = {"shapes-clip": train_shapes_clip, "teacher": train_teacher}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.zoo.train", description=__doc__.splitlines()[0])
+    p.add_argument("model", choices=[*TRAINERS, "eval"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--batch32", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-seconds", type=float)
+    p.add_argument("--n", type=int, default=2000, help="eval: number of prompts")
+    p.add_argument("--quick", action="store_true", help="eval: a reduced grid (smoke test)")
+    a = p.parse_args(argv)
+    log_path = a.out / "train.log"
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    if a.model == "eval":
+        from bench.zoo.quality import evaluate_teacher
+
+        res = evaluate_teacher(a.out, a.device, n=a.n, quick=a.quick, log=log)
+        (a.out / "eval.json").write_text(json.dumps(res, indent=2))
+        return 0
+    overrides = {k: v for k, v in {"steps": a.steps, "batch": a.batch, "batch32": a.batch32, "lr": a.lr,
+                                   "seed": a.seed, "max_seconds": a.max_seconds}.items() if v is not None}
+    TRAINERS[a.model](a.out, a.device, log=log, **overrides)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

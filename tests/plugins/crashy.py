@@ -1,0 +1,51 @@
+"""Samplers that misbehave on purpose (at NFE 2), to prove a bad cell fails alone."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from typing import Any
+
+from bench.adapters.analytic import AnalyticEuler
+from bench.adapters.protocol import SampleRequest
+
+
+class RaisingSampler(AnalyticEuler):
+    def sample(self, req: SampleRequest) -> Any:
+        if req.nfe == 2:
+            raise ValueError("boom at nfe 2")
+        return super().sample(req)
+
+
+class ExitingSampler(AnalyticEuler):
+    def sample(self, req: SampleRequest) -> Any:
+        if req.nfe == 2:
+            os._exit(3)
+        return super().sample(req)
+
+
+class SegfaultSampler(AnalyticEuler):
+    def sample(self, req: SampleRequest) -> Any:
+        if req.nfe == 2:
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
+        return super().sample(req)
+
+
+class HangingSampler(AnalyticEuler):
+    def sample(self, req: SampleRequest) -> Any:
+        if req.nfe == 2:
+            time.sleep(3600)
+        return super().sample(req)
+
+
+class SlowSampler(AnalyticEuler):
+    """Sleeps per batch so a run lasts long enough to be killed midway."""
+
+    def __init__(self, delay: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def sample(self, req: SampleRequest) -> Any:
+        time.sleep(self.delay)
+        return super().sample(req)

@@ -1,0 +1,105 @@
+"""Malformed suites: each gives exactly one line `FILE:LINE: key: message`, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+
+GOOD = """\
+name: ok
+dataset: {name: gmm}
+samples: 8
+samplers:
+  - id: a
+    adapter: analytic-euler
+axes:
+  nfe: [1, 2]
+  resolution: [4]
+"""
+
+BOMB = "name: x\n" + "\n".join(
+    [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9 if i else ['"lol"'] * 9) + "]" for i in range(9)]
+)
+
+CASES = {
+    # name: (suite text, expected line, expected key path fragment, message fragment)
+    "bad_yaml": ("name: x\nsamplers: [\n", 3, "", "invalid YAML"),
+    "alias_bomb": (BOMB, None, "", "alias"),
+    "unknown_top_key": (GOOD + "colour: blue\n", 10, "colour", "unknown key"),
+    "unknown_sampler_key": (GOOD.replace("adapter: analytic-euler", "adapter: analytic-euler\n    stepz: 3"), 7,
+                            "samplers.0.stepz", "unknown key"),
+    "wrong_type": (GOOD.replace("samples: 8", "samples: many"), 3, "samples", "integer"),
+    "zero_nfe": (GOOD.replace("nfe: [1, 2]", "nfe: [0, 2]"), 8, "axes.nfe", "positive"),
+    "negative_nfe": (GOOD.replace("nfe: [1, 2]", "nfe: [1, -2]"), 8, "axes.nfe", "positive"),
+    "unknown_adapter": (GOOD.replace("analytic-euler", "no-such-sampler"), 6, "samplers.0.adapter", "unknown adapter"),
+    "bad_module_adapter": (GOOD.replace("analytic-euler", "nowhere.mod:Thing"), 6, "samplers.0.adapter",
+                           "cannot import"),
+    "empty_axis": (GOOD.replace("resolution: [4]", "resolution: []"), 9, "axes.resolution", "at least one"),
+    "duplicate_ids": (GOOD + "  - id: a\n    adapter: analytic-heun\n".replace("  - id", "  - id"), None,
+                      "samplers", "duplicate sampler ids"),
+    "duplicate_key": (GOOD + "samples: 9\n", 10, "samples", "duplicate key"),
+    "missing_key": (GOOD.replace("samples: 8\n", ""), 1, "samples", "required"),
+    "bad_hardware": (GOOD + "  hardware: [gpu0]\n", 10, "axes.hardware", "expected cpu"),
+    "unknown_metric": (GOOD + "metrics: {fid_magic: {}}\n", 10, "metrics", "unknown metric"),
+    "not_a_mapping": ("- just\n- a list\n", 1, "", "mapping"),
+    "python_tag": ("name: !!python/object/apply:os.system [echo hi]\n", 1, "name", "constructor"),
+}
+
+
+def _fix_duplicate_ids(text: str) -> str:
+    return text.replace("axes:", "  - id: a\n    adapter: analytic-heun\naxes:", 1)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_malformed_suite_one_line_exit_2(case, write_suite, capsys):
+    text, line, key, fragment = CASES[case]
+    if case == "duplicate_ids":
+        text = _fix_duplicate_ids(GOOD)
+    path = write_suite(text)
+    code = main(["run", "--dry-run", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    m = re.match(rf"bench: error: {re.escape(str(path))}:(\d+): (.*)$", err)
+    assert m, err
+    if line is not None:
+        assert int(m.group(1)) == line, err
+    assert key in m.group(2), err
+    assert fragment.lower() in m.group(2).lower(), err
+
+
+def test_good_suite_passes(write_suite, capsys):
+    assert main(["run", "--dry-run", str(write_suite(GOOD))]) == 0
+    assert "2 cells: 2 planned, 0 skipped" in capsys.readouterr().out
+
+
+def test_huge_file_refused(write_suite, capsys):
+    path = write_suite(GOOD + "description: '" + "x" * 1_100_000 + "'\n")
+    assert main(["run", "--dry-run", str(path)]) == 2
+    assert "limit" in capsys.readouterr().err
+
+
+def test_cli_process_prints_no_traceback(write_suite):
+    path = write_suite(GOOD.replace("nfe: [1, 2]", "nfe: [0]"))
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--dry-run", str(path)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"{path}:8: axes.nfe" in proc.stderr
+
+
+def test_missing_file_exit_2(capsys):
+    assert main(["run", "--dry-run", "does/not/exist.yaml"]) == 2
+    assert "no such suite file" in capsys.readouterr().err
+
+
+def test_bad_flag_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--jobz", "3", "x.yaml"])
+    assert e.value.code == 2
