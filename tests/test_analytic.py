@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from bench.adapters.analytic import AnalyticEuler, AnalyticHeun, OracleFlowMap, integrate
@@ -44,7 +46,7 @@ LABELS = [0, 1, 2, 3] * 4
 def test_euler_error_shrinks_with_nfe():
     ref = _reference(LABELS)  # one Gaussian per image: a smooth ODE, so the error falls at every doubling
     errors = [float((_float_sample(AnalyticEuler, n, LABELS) - ref).pow(2).mean().sqrt()) for n in (1, 2, 4, 8, 16, 32)]
-    assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < errors[0] / 10
     # unconditional: few steps can send an image to the wrong mode, but enough steps converge
     ref_u = _reference()
