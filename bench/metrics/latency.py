@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import logging
+
 import numpy as np
 import torch
-import torch.utils.benchmark as tbench
+
+# torch.utils.benchmark imports cpp_extension, which warns "No CUDA runtime is found" on CPU-only machines.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+import torch.utils.benchmark as tbench  # noqa: E402
 
 
 @dataclass
