@@ -127,13 +127,13 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _offline_checks() -> list[tuple[str, bool, str]]:
     checks: list[tuple[str, bool, str]] = []
     try:
-        from bench.metrics.features import offline_status  # type: ignore[attr-defined]
+        from bench.metrics.features import offline_status
 
         checks.extend(offline_status())
     except ImportError:
         checks.append(("feature spaces", False, "bench.metrics.features not available"))
     try:
-        from bench.zoo.cli_impl import verify  # type: ignore[import-not-found]
+        from bench.zoo.cli_impl import verify
 
         checks.extend(verify())
     except ImportError:
@@ -155,7 +155,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
     try:
-        from bench.zoo import cli_impl  # type: ignore[attr-defined]
+        from bench.zoo import cli_impl
     except ImportError as e:
         raise BenchError(f"the embedded zoo is not available in this install ({e})") from None
     if args.zoo_cmd == "train":

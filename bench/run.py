@@ -130,7 +130,7 @@ def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict
         return LocalExecutor(jobs=jobs, timeout=timeout, isolate=isolate)
     if name == "ray":
         try:
-            from bench.executors.ray import RayExecutor  # type: ignore[import-not-found]
+            from bench.executors.ray import RayExecutor
         except ImportError as e:
             raise BenchError(f"the ray executor needs the [ray] extra: pip install 'flowmap-bench[ray]' ({e})") from None
         return RayExecutor(timeout=timeout, **options)

@@ -210,8 +210,11 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
             prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
             labels=[cond.labels[i] for i in idx] if cond.labels else None,
         )
+        def one_batch(req: SampleRequest = req) -> Any:
+            return sampler.sample(req)
+
         r = latency.measure(
-            lambda req=req: sampler.sample(req), b, device, warmup=int(opts.get("warmup", 1)),
+            one_batch, b, device, warmup=int(opts.get("warmup", 1)),
             min_run_time=float(opts.get("min_run_time", 0.2)), max_run_time=float(opts.get("max_run_time", 5.0)),
         )
         med, q25, q75 = r.per_image_ms()

@@ -13,7 +13,7 @@ MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
 MAX_ALIASES = 100
 
-Path_ = tuple[str | int, ...]
+Path_ = tuple[str | int | float | bool, ...]
 
 
 class LocatedYAML:

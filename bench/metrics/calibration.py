@@ -20,10 +20,9 @@ def _workload(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         g = torch.Generator().manual_seed(0)
         layers: list[torch.nn.Module] = []
         for _ in range(4):
-            conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+            conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.05)
-                conv.bias.zero_()
             layers += [conv, torch.nn.SiLU()]
         _CACHE[key] = torch.nn.Sequential(*layers).to(device, dtype).eval()
     return _CACHE[key]
