@@ -78,11 +78,23 @@ def run_suite(suite_path: str | Path, store_path: str | Path = "runs/bench.sqlit
               progress: bool = True, argv: list[str] | None = None, executor_options: dict[str, Any] | None = None,
               ) -> RunSummary:
     """Run every planned cell not already done in the store; failed cells do not stop the sweep."""
+    t_start = time.perf_counter()
+    ex = _executor(executor, jobs, 1800.0, isolate, executor_options or {})
+    if hasattr(ex, "prestart"):
+        ex.prestart()  # worker imports overlap suite validation and planning
+    try:
+        return _run(ex, t_start, suite_path, store_path, executor, force, allow_download, progress, argv)
+    finally:
+        if hasattr(ex, "close"):
+            ex.close()
+
+
+def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path, executor: str, force: bool,
+         allow_download: bool, progress: bool, argv: list[str] | None) -> RunSummary:
     from bench.hardware import fingerprint, library_versions
 
     suite = load_suite(suite_path)
     cells = plan(suite)
-    t_start = time.perf_counter()
     with Store(store_path) as store:
         keys = [c.key for c in cells if c.status == "planned"]
         done = set() if force else store.done_keys(keys)
@@ -94,7 +106,6 @@ def run_suite(suite_path: str | Path, store_path: str | Path = "runs/bench.sqlit
         todo = [c for c in cells if c.status == "planned" and c.key not in done]
         summary = RunSummary(run_id, cells, reused=len(done), skipped=sum(c.status == "skipped" for c in cells))
         tasks = make_tasks(suite, todo, store, allow_download)
-        ex = _executor(executor, jobs, suite.model.timeout, isolate, executor_options or {})
         bar = _progress_bar(len(tasks), progress)
 
         def on_result(task: CellTask, result: CellResult) -> None:

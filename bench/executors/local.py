@@ -53,6 +53,18 @@ class LocalExecutor:
         self.isolate = isolate
         self._ctx = mp.get_context("spawn")
         self.spawn_seconds = 0.0
+        self._prestarted: list[_Slot] = []
+
+    def prestart(self) -> None:
+        """Spawn the workers now, so their imports overlap the driver's planning instead of following it."""
+        while len(self._prestarted) < self.jobs:
+            self._prestarted.append(self._spawn())
+
+    def close(self) -> None:
+        """Stop workers that were prestarted but never used (e.g. every cell was already done)."""
+        for slot in self._prestarted:
+            self._retire(slot, kill=True)
+        self._prestarted = []
 
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe(duplex=True)
@@ -77,7 +89,7 @@ class LocalExecutor:
 
     def run(self, tasks: list[CellTask], on_result: OnResult, on_progress: OnProgress | None = None) -> None:
         pending = list(tasks)
-        slots: list[_Slot] = []
+        slots, self._prestarted = self._prestarted, []
         progress = on_progress or (lambda label, msg: None)
         try:
             while pending or any(s.task for s in slots):
