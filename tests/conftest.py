@@ -40,7 +40,7 @@ metrics:
   tests.plugins.metrics:sample_stats: {{}}
   latency: {{batch_sizes: [1, 4], min_run_time: 0.01, max_run_time: 0.05}}
   memory: {{}}
-report: {{grid: 2}}
+report: {{grid: 2, enabled: false}}
 """
 
 

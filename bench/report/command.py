@@ -1,0 +1,66 @@
+"""`bench report` and the report that `bench run` writes when it finishes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+DEFAULT_STORE = "runs/bench.sqlite"
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add the `report` subcommand to the `bench` parser's subparsers."""
+    r = subparsers.add_parser(
+        "report", help="write the HTML report of a run (or compare two runs)",
+        description="Write one self-contained HTML file (plots, image grids, tables, provenance; no network) for a "
+                    "run of the store: the latest run by default. With --compare RUN_A RUN_B: per-cell changes "
+                    "from A to B with confidence intervals and both Pareto fronts. Exit 2 on bad input.")
+    r.add_argument("--store", default=DEFAULT_STORE, help=f"results database (default {DEFAULT_STORE})")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--run", help="run id (default: the latest run)")
+    g.add_argument("--suite", help="the latest run of this suite")
+    r.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two runs (B - A)")
+    r.add_argument("-o", "--output", help="output HTML file (default reports/<suite>.html, "
+                                          "or reports/compare-<A>-<B>.html)")
+    r.set_defaults(fn=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.report.html import write_report
+
+    if args.compare and (args.run or args.suite):
+        raise BenchError("--compare RUN_A RUN_B names both runs; do not combine it with --run or --suite")
+    if args.output and Path(args.output).is_dir():
+        raise BenchError(f"-o {args.output} is a folder; give a file name such as {Path(args.output) / 'report.html'}")
+    path = write_report(args.store, run_id=args.run, suite=args.suite, out=args.output, compare=args.compare)
+    print(f"report: {path}")
+    return 0
+
+
+def report_after_run(suite_path: str | Path, store_path: str | Path, run_id: str | None) -> Path | None:
+    """Write the suite's report after `bench run` (suite option report.enabled / report.out).
+
+    Never raises: the results are already committed, so a report problem is a one-line warning and the
+    run keeps its exit code. Returns the path written, or None.
+    """
+    try:
+        from bench.suite import load_suite
+
+        suite = load_suite(suite_path)
+        spec = suite.model.report
+        if not spec.enabled or run_id is None:
+            return None
+        from bench.report.html import write_report
+
+        path = write_report(store_path, run_id=run_id, out=spec.out or f"reports/{suite.name}.html")
+    except Exception as e:  # the run's results are safe in the store; say so and go on
+        line = (str(e).splitlines() or [""])[0]
+        print(f"warning: the report was not written ({type(e).__name__}: {line}); the results are in {store_path}: "
+              f"bench report --store {store_path} --run {run_id}", file=sys.stderr)
+        return None
+    print(f"report: {path}")
+    return path

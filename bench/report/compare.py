@@ -1,0 +1,121 @@
+"""Two runs side by side: per cell and metric, the change from run A to run B with its uncertainty.
+
+`compare_runs` is the data behind `bench report --compare A B` and what `bench gate` prints, so both show
+the same numbers. It works on the tidy long tables of `Store.results()` (pandas only, no plotting).
+
+The interval of a difference combines the two runs' intervals in quadrature, side by side
+(lower: sqrt((b - b_lo)^2 + (a_hi - a)^2), upper likewise). Runs with common random numbers are positively
+correlated, so this is conservative: a change it calls significant is one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+CELL = ["sampler", "nfe_requested", "resolution", "hardware"]
+COLUMNS = [*CELL, "family", "metric", "higher_is_better", "status_a", "status_b", "reason_a", "reason_b",
+           "value_a", "ci_low_a", "ci_high_a", "value_b", "ci_low_b", "ci_high_b", "delta", "delta_ci_low",
+           "delta_ci_high", "rel_delta", "significant", "change"]
+
+
+def _cells(df: pd.DataFrame) -> pd.DataFrame:
+    c = df.drop_duplicates("cell_key")[[*CELL, "family", "status", "reason"]]
+    return c.drop_duplicates(CELL, keep="last")
+
+
+def _metrics(df: pd.DataFrame) -> pd.DataFrame:
+    m = df[df["metric"].notna()][[*CELL, "metric", "value", "ci_low", "ci_high", "higher_is_better"]]
+    return m.drop_duplicates([*CELL, "metric"], keep="last")
+
+
+def compare_runs(df_a: pd.DataFrame, df_b: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell, metric) present in either run: values and intervals of A and B, the change
+    `delta = B - A` with `delta_ci_low/high`, `rel_delta = delta / |A|`, `significant` (the delta's interval
+    excludes 0) and `change`: better | worse | same (direction from higher_is_better) | new (only in B) |
+    gone (only in A) | unmeasured (no value in one run, e.g. failed or skipped).
+
+    Cells are matched on sampler, requested NFE, resolution and hardware. A cell measured in neither run gets
+    one row with metric None (so skipped/failed cells and their reasons are still listed)."""
+    ca, cb = _cells(df_a), _cells(df_b)
+    cells = ca.merge(cb, on=CELL, how="outer", suffixes=("_a", "_b"))
+    cells["family"] = cells["family_a"].combine_first(cells["family_b"])
+    cells = cells.drop(columns=["family_a", "family_b"])
+
+    ma, mb = _metrics(df_a), _metrics(df_b)
+    m = ma.merge(mb, on=[*CELL, "metric"], how="outer", suffixes=("_a", "_b"))
+    m["higher_is_better"] = m["higher_is_better_b"].combine_first(m["higher_is_better_a"])
+    m = m.drop(columns=["higher_is_better_a", "higher_is_better_b"])
+    out = cells.merge(m, on=CELL, how="left")
+    for col in ("value", "ci_low", "ci_high"):
+        for s in ("a", "b"):
+            out[f"{col}_{s}"] = pd.to_numeric(out[f"{col}_{s}"], errors="coerce").astype(float)
+
+    a, b = out["value_a"].to_numpy(), out["value_b"].to_numpy()
+    a_lo, a_hi = out["ci_low_a"].to_numpy(), out["ci_high_a"].to_numpy()
+    b_lo, b_hi = out["ci_low_b"].to_numpy(), out["ci_high_b"].to_numpy()
+    delta = b - a
+    down_b, up_b = b - b_lo, b_hi - b
+    down_a, up_a = a - a_lo, a_hi - a
+    has_ci = ~(np.isnan(b_lo) & np.isnan(a_lo))
+    lower = np.sqrt(np.nan_to_num(down_b) ** 2 + np.nan_to_num(up_a) ** 2)
+    upper = np.sqrt(np.nan_to_num(up_b) ** 2 + np.nan_to_num(down_a) ** 2)
+    out["delta"] = delta
+    out["delta_ci_low"] = np.where(has_ci, delta - lower, np.nan)
+    out["delta_ci_high"] = np.where(has_ci, delta + upper, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["rel_delta"] = np.where(np.abs(a) > 0, delta / np.abs(a), np.nan)
+    out["significant"] = (out["delta_ci_low"] > 0) | (out["delta_ci_high"] < 0)
+    out["change"] = [_change(r) for r in out.itertuples(index=False)]
+    out["nfe_requested"] = out["nfe_requested"].astype(int)
+    out["resolution"] = out["resolution"].astype(int)
+    return out[COLUMNS].sort_values(["hardware", "resolution", "sampler", "nfe_requested", "metric"],
+                                    na_position="first", kind="stable").reset_index(drop=True)
+
+
+def _change(r: object) -> str | None:
+    metric = r.metric  # type: ignore[attr-defined]
+    if metric is None or (isinstance(metric, float) and math.isnan(metric)):
+        return None
+    if pd.isna(r.status_a):  # type: ignore[attr-defined]
+        return "new"
+    if pd.isna(r.status_b):  # type: ignore[attr-defined]
+        return "gone"
+    va, vb = r.value_a, r.value_b  # type: ignore[attr-defined]
+    if pd.isna(va) or pd.isna(vb):
+        return "unmeasured"
+    d = vb - va
+    hib = r.higher_is_better  # type: ignore[attr-defined]
+    if d == 0 or hib is None or pd.isna(hib):
+        return "same" if d == 0 else ("up" if d > 0 else "down")
+    return "better" if (d > 0) == bool(hib) else "worse"
+
+
+def format_compare(cmp: pd.DataFrame, metrics: list[str] | None = None, max_rows: int | None = None) -> str:
+    """A plain-text table of `compare_runs` output for terminals (what `bench gate` prints)."""
+    rows = cmp[cmp["metric"].notna()]
+    if metrics is not None:
+        rows = rows[rows["metric"].isin(metrics)]
+    head = ["cell", "metric", "A", "B", "delta [CI]", "change"]
+    lines = [head]
+    for r in rows.itertuples(index=False):
+        cell = f"{r.sampler}@{r.nfe_requested} r{r.resolution} {r.hardware}"
+        ci = "" if pd.isna(r.delta_ci_low) else f" [{_g(r.delta_ci_low)}, {_g(r.delta_ci_high)}]"
+        rel = "" if pd.isna(r.rel_delta) else f" ({100 * r.rel_delta:+.1f}%)"
+        qualifier = ""
+        if r.change in ("better", "worse", "up", "down") and not r.significant:
+            qualifier = " (no CI)" if pd.isna(r.delta_ci_low) else " (within CI)"
+        change = f"{r.change}{qualifier}"
+        lines.append([cell, str(r.metric), _g(r.value_a), _g(r.value_b), f"{_g(r.delta, sign=True)}{rel}{ci}", change])
+    if max_rows is not None and len(lines) > max_rows + 1:
+        lines = [*lines[: max_rows + 1], [f"... {len(lines) - 1 - max_rows} more rows", "", "", "", "", ""]]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in lines)
+
+
+def _g(v: float, sign: bool = False) -> str:
+    if v is None or pd.isna(v):
+        return "-"
+    return f"{v:+.4g}" if sign else f"{v:.4g}"

@@ -1,0 +1,381 @@
+"""What a report reads: one run's tidy table from the store, organised per cell and per metric.
+
+Reads only the store (and, for image-grid captions, the dataset named by the run's suite text). Every
+optional piece (prompts, sample images) is guarded: a report still renders without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.store import Store
+
+CELL_COLUMNS = ["sampler", "family", "nfe_requested", "nfe_counted", "resolution", "hardware", "status", "reason",
+                "cell_key", "reused", "samples_dir"]
+LATENCY_PREFERENCE = ("latency_ms_per_image", "latency_ms_batch1")
+# Quality metrics drawn against latency / NFE, in this order of preference (by name before any ':').
+PLOTTED_QUALITY = ("fd", "clip_score")
+KNOWN_LABELS = {
+    "fd": "FD", "fd_inf": "FD∞", "fd_floor": "FD noise floor", "kid": "KID", "precision": "precision",
+    "recall": "recall", "clip_score": "CLIP score", "latency_ms_per_image": "latency (ms/image)",
+    "latency_ms_batch1": "latency, batch 1 (ms)", "peak_memory_mb": "peak memory (MB)",
+    "calibration_ms": "calibration (ms)",
+}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric of the run: name, direction and what kind of number it is (decides where it is shown)."""
+
+    name: str
+    higher_is_better: bool | None
+    kind: str  # quality | latency | memory | calibration | reference | other
+
+    @property
+    def base(self) -> str:
+        return self.name.split(":", 1)[0]
+
+    @property
+    def variant(self) -> str:
+        return self.name.split(":", 1)[1] if ":" in self.name else ""
+
+    @property
+    def label(self) -> str:
+        text = KNOWN_LABELS.get(self.base, self.base.replace("_", " "))
+        return f"{text} [{self.variant}]" if self.variant else text
+
+    @property
+    def short(self) -> str:
+        """Short lower-case name for sentences ("lower FD", "higher CLIP score")."""
+        return KNOWN_LABELS.get(self.base, self.base.replace("_", " ")).split(" (")[0]
+
+    @property
+    def direction_word(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+def metric_kind(name: str, higher_is_better: bool | None) -> str:
+    base = name.split(":", 1)[0]
+    if base.startswith("latency"):
+        return "latency"
+    if base in ("peak_memory_mb",) or base.startswith("memory"):
+        return "memory"
+    if base.startswith("calibration"):
+        return "calibration"
+    if base.endswith("_floor"):
+        return "reference"
+    if higher_is_better is None:
+        return "other"
+    return "quality"
+
+
+KIND_ORDER = {"quality": 0, "reference": 1, "latency": 2, "memory": 3, "other": 4, "calibration": 5}
+
+
+@dataclass(frozen=True)
+class Value:
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None and math.isfinite(self.value)
+
+    @property
+    def half_width(self) -> float | None:
+        if not self.ok or self.ci_low is None or self.ci_high is None:
+            return None
+        if not (math.isfinite(self.ci_low) and math.isfinite(self.ci_high)):
+            return None
+        return max(self.ci_high - self.ci_low, 0.0) / 2
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+@dataclass
+class RunData:
+    """One run, ready to report: its metadata, cells (one row each), metric catalogue and values."""
+
+    store_path: Path
+    run: dict[str, Any]
+    df: pd.DataFrame
+    cells: pd.DataFrame
+    metrics: list[MetricInfo]
+    values: dict[tuple[str, str], Value]
+    provenance: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run["run_id"])
+
+    @property
+    def suite(self) -> str:
+        return str(self.run["suite"])
+
+    def value(self, cell_key: str, metric: str) -> Value:
+        return self.values.get((cell_key, metric), Value(None))
+
+    def metric(self, name: str) -> MetricInfo | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+    @property
+    def latency_metric(self) -> MetricInfo | None:
+        for name in LATENCY_PREFERENCE:
+            m = self.metric(name)
+            if m is not None:
+                return m
+        return next((m for m in self.metrics if m.kind == "latency"), None)
+
+    @property
+    def plotted_quality(self) -> list[MetricInfo]:
+        """FD and CLIP score (every variant); when a run has neither, its first two quality metrics."""
+        quality = [m for m in self.metrics if m.kind == "quality"]
+        chosen = [m for base in PLOTTED_QUALITY for m in quality if m.base == base]
+        return chosen or quality[:2]
+
+    def floor_for(self, metric: MetricInfo) -> MetricInfo | None:
+        """The noise-floor metric that goes with `metric` (fd -> fd_floor, fd:x -> fd_floor:x)."""
+        name = f"{metric.base}_floor" + (f":{metric.variant}" if metric.variant else "")
+        return self.metric(name)
+
+    def groups(self) -> list[tuple[str, int]]:
+        """(hardware, resolution) panels, in plan order."""
+        seen: dict[tuple[str, int], None] = {}
+        for r in self.cells.itertuples():
+            seen[(str(r.hardware), int(r.resolution))] = None
+        return list(seen)
+
+    def samplers(self) -> list[str]:
+        return list(dict.fromkeys(str(s) for s in self.cells["sampler"]))
+
+    def families(self) -> list[str]:
+        return list(dict.fromkeys(str(s) for s in self.cells["family"].fillna("unknown")))
+
+
+def load_run(store_path: str | Path, run_id: str | None = None, suite: str | None = None) -> RunData:
+    """Read one run (default: the latest, or the latest of `suite`) from the store at `store_path`."""
+    with Store(store_path, readonly=True) as store:
+        df = store.results(run_id=run_id, suite=suite)
+        run = store.run(str(df["run_id"].iloc[0]) if len(df) else (run_id or store.latest_run_id(suite)))
+    return from_frame(df, run, Path(store_path))
+
+
+def from_frame(df: pd.DataFrame, run: dict[str, Any], store_path: Path) -> RunData:
+    cells = df.drop_duplicates("cell_key")[[c for c in CELL_COLUMNS if c in df.columns]].reset_index(drop=True)
+    cells["family"] = cells["family"].fillna("unknown").astype(str)
+    cells["sampler"] = cells["sampler"].astype(str)
+    measured = df[df["metric"].notna()]
+    metrics: dict[str, MetricInfo] = {}
+    values: dict[tuple[str, str], Value] = {}
+    provenance: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in measured.itertuples(index=False):
+        name = str(r.metric)
+        hib = None if r.higher_is_better is None or pd.isna(r.higher_is_better) else bool(r.higher_is_better)
+        if name not in metrics:
+            metrics[name] = MetricInfo(name, hib, metric_kind(name, hib))
+        n = _num(r.n)
+        values[(str(r.cell_key), name)] = Value(_num(r.value), _num(r.ci_low), _num(r.ci_high),
+                                               None if n is None else int(n))
+        prov = getattr(r, "provenance", None)
+        if isinstance(prov, str) and prov:
+            with contextlib.suppress(ValueError):
+                provenance[(str(r.cell_key), name)] = json.loads(prov)
+    ordered = sorted(metrics.values(), key=lambda m: (KIND_ORDER.get(m.kind, 9), _base_rank(m), m.name))
+    return RunData(store_path, run, df, cells, ordered, values, provenance)
+
+
+def _base_rank(m: MetricInfo) -> int:
+    order = ["fd", "fd_inf", "kid", "precision", "recall", "clip_score", "latency_ms_per_image", "latency_ms_batch1"]
+    return order.index(m.base) if m.base in order else len(order)
+
+
+def metric_provenance(data: RunData) -> dict[str, dict[str, str]]:
+    """Per metric, the provenance keys that are the same in every cell (feature extractor, weights hash,
+    CLIP model, ...); keys that vary per cell (digests, repeat counts) are summarised as 'varies'."""
+    by_metric: dict[str, dict[str, set[str]]] = {}
+    for (_, name), prov in data.provenance.items():
+        slot = by_metric.setdefault(name, {})
+        for k, v in prov.items():
+            text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+            slot.setdefault(k, set()).add(text)
+    out: dict[str, dict[str, str]] = {}
+    for m in data.metrics:
+        keys = by_metric.get(m.name, {})
+        out[m.name] = {k: (next(iter(v)) if len(v) == 1 else f"varies ({len(v)} values)") for k, v in sorted(keys.items())}
+    return out
+
+
+# -- suite text, dataset prompts, sample images ------------------------------------------------------
+
+def suite_info(suite_text: str | None) -> dict[str, Any]:
+    """base_seed, grid size and dataset of the suite text; {} when it cannot be read."""
+    if not suite_text:
+        return {}
+    try:
+        from bench.suite import parse_suite
+
+        m = parse_suite(suite_text, "<suite of this run>").model
+        return {"base_seed": m.base_seed, "grid": m.report.grid, "dataset": m.dataset.name,
+                "dataset_options": m.dataset.options(), "description": m.description, "samples": m.samples}
+    except Exception:
+        pass
+    try:  # e.g. a plugin sampler that is not installed here: read the plain YAML instead
+        import yaml
+
+        raw = yaml.safe_load(suite_text)
+        ds = dict(raw.get("dataset") or {})
+        name = ds.pop("name", None)
+        ds.setdefault("split", "eval")
+        return {"base_seed": int(raw.get("base_seed", 0)), "grid": int((raw.get("report") or {}).get("grid", 8)),
+                "dataset": name, "dataset_options": ds, "description": str(raw.get("description", "")),
+                "samples": raw.get("samples")}
+    except Exception:
+        return {}
+
+
+def grid_captions(info: dict[str, Any], count: int) -> list[str] | None:
+    """Prompt (or class label) of grid image i, i < count; None when the dataset cannot be built here."""
+    if not info.get("dataset") or count <= 0:
+        return None
+    try:
+        from bench.datasets import build_dataset
+
+        cond = build_dataset(info["dataset"], dict(info["dataset_options"])).conditions(range(count))
+    except Exception:
+        return None
+    if cond.prompts:
+        return [str(p) for p in cond.prompts[:count]]
+    if cond.labels:
+        return [f"class {int(x)}" for x in cond.labels[:count]]
+    return None
+
+
+def reference_images(info: dict[str, Any], count: int, resolution: int) -> list[bytes] | None:
+    """PNG bytes of the dataset's reference images 0..count-1 (what sample i is conditioned towards)."""
+    if not info.get("dataset") or count <= 0:
+        return None
+    try:
+        from PIL import Image
+
+        from bench.datasets import build_dataset
+
+        imgs = build_dataset(info["dataset"], dict(info["dataset_options"])).images(list(range(count)), resolution)
+        out = []
+        for img in imgs:
+            buf = io.BytesIO()
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+            out.append(buf.getvalue())
+        return out
+    except Exception:
+        return None
+
+
+def sample_folder(data: RunData, cell: Any) -> Path | None:
+    """Where a cell's grid PNGs are: the stored path, or <store dir>/samples/<key> when run from elsewhere."""
+    candidates = []
+    if isinstance(cell.samples_dir, str) and cell.samples_dir:
+        p = Path(cell.samples_dir)
+        candidates.append(p)
+        if not p.is_absolute():
+            candidates.append(data.store_path.parent / p)
+    candidates.append(data.store_path.parent / "samples" / str(cell.cell_key))
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def sample_pngs(folder: Path | None, count: int) -> list[bytes | None]:
+    """PNG bytes of 000.png .. (count-1).png (None where missing), re-encoded smaller when that helps."""
+    out: list[bytes | None] = []
+    for i in range(count):
+        f = folder / f"{i:03d}.png" if folder else None
+        out.append(f.read_bytes() if f is not None and f.is_file() else None)
+    return out
+
+
+def count_pngs(folder: Path | None) -> int:
+    if folder is None:
+        return 0
+    n = 0
+    while (folder / f"{n:03d}.png").is_file():
+        n += 1
+    return n
+
+
+def sprite(pngs: list[bytes | None], size: int, gap: int = 1) -> bytes:
+    """One PNG strip of the images side by side (each resized to size x size if needed), `gap` white
+    pixels after each; a missing image is a grey hatch. One strip per grid row keeps the page light."""
+    import numpy as np
+    from PIL import Image
+
+    cell = size + gap
+    strip = np.full((size, cell * len(pngs), 3), 255, dtype=np.uint8)
+    hatch = np.where((np.add.outer(np.arange(size), np.arange(size)) // 2) % 2 == 0, 225, 245).astype(np.uint8)
+    for i, raw in enumerate(pngs):
+        x0 = i * cell
+        if raw is None:
+            strip[:, x0:x0 + size] = hatch[..., None]
+            continue
+        try:
+            img = Image.open(io.BytesIO(raw)).convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.NEAREST)
+            strip[:, x0:x0 + size] = np.asarray(img)
+        except Exception:
+            strip[:, x0:x0 + size] = hatch[..., None]
+    buf = io.BytesIO()
+    Image.fromarray(strip).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def data_uri(png: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(png).decode("ascii")
+
+
+# -- number formatting -----------------------------------------------------------------------------
+
+def fmt(value: float | None, half_width: float | None = None) -> str:
+    """A number with as many decimals as its uncertainty supports (3 significant digits without one)."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if half_width is not None and half_width > 0 and math.isfinite(half_width):
+        decimals = min(max(0, 1 - math.floor(math.log10(half_width))), 6)
+        if value != 0 and round(value, decimals) == 0:  # smaller than its uncertainty: two significant digits
+            return f"{value:.2g}"
+        return f"{value:.{decimals}f}"
+    a = abs(value)
+    if a == 0:
+        return "0"
+    if a >= 1000:
+        return f"{value:,.0f}"
+    if a < 1e-3:
+        return f"{value:.2e}"
+    decimals = max(0, 2 - math.floor(math.log10(a)))
+    return f"{value:.{decimals}f}"
+
+
+def fmt_ci(v: Value) -> str:
+    """'12.3 ± 0.4' (half-width of the stored interval), or the bare value when there is no interval."""
+    h = v.half_width
+    if not v.ok:
+        return "–"
+    if h is None:
+        return fmt(v.value)
+    return f"{fmt(v.value, h)} ± {fmt(h, h)}"

@@ -1,0 +1,623 @@
+"""The HTML report: one self-contained file (CSS, JS, SVG plots and PNG grids inline; no network).
+
+`write_report` reads a run from the store, computes the Pareto analysis, draws the plots and renders
+templates/report.html.j2 (or compare.html.j2 for two runs) with Jinja2 autoescaping, so every
+user-controlled string (sampler ids, prompts, paths, suite text) reaches the page escaped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.report import plots
+from bench.report.data import (
+    MetricInfo,
+    RunData,
+    Value,
+    count_pngs,
+    data_uri,
+    fmt,
+    fmt_ci,
+    grid_captions,
+    load_run,
+    metric_provenance,
+    reference_images,
+    sample_folder,
+    sample_pngs,
+    sprite,
+    suite_info,
+)
+from bench.report.pareto import dominance_pairs, front_steps, pareto_front
+
+TEMPLATES = Path(__file__).with_name("templates")
+MAX_SENTENCES = 12
+MARKER_GLYPH = {"o": "●", "s": "■", "^": "▲", "D": "◆", "v": "▼", "P": "✚", "X": "✖", "h": "⬢", "*": "★",
+                "<": "◀", ">": "▶"}
+
+
+def write_report(store_path: str | Path, run_id: str | None = None, suite: str | None = None,
+                 out: str | Path | None = None, compare: Sequence[str] | None = None) -> Path:
+    """Render the report of one run (default: the latest; or the latest of `suite`), or with
+    `compare=(RUN_A, RUN_B)` the comparison of two runs, to `out` (default reports/<suite>.html or
+    reports/compare-<A>-<B>.html). Returns the path written."""
+    if compare is not None:
+        if len(compare) != 2:
+            raise BenchError("--compare needs exactly two run ids: RUN_A RUN_B")
+        a, b = (load_run(store_path, run_id=r) for r in compare)
+        html = render_compare(a, b)
+        default = f"reports/compare-{_safe(a.run_id)}-{_safe(b.run_id)}.html"
+    else:
+        data = load_run(store_path, run_id=run_id, suite=suite)
+        html = render_report(data)
+        default = f"reports/{_safe(data.suite)}.html"
+    path = Path(out) if out is not None else Path(default)
+    _atomic_write(path, html)
+    return path
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "report"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader (or a concurrent run) never sees half a report."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise BenchError(f"cannot write the report to {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _env() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = fmt
+    return env
+
+
+# -- shared pieces ---------------------------------------------------------------------------------
+
+class _Ctx:
+    """Per-report helpers: style (colour/marker per family), ids for inlined SVGs, labels."""
+
+    def __init__(self, datas: Sequence[RunData]) -> None:
+        families = list(dict.fromkeys(f for d in datas for f in d.families()))
+        pairs = list(dict.fromkeys((str(r.sampler), str(r.family)) for d in datas for r in d.cells.itertuples()))
+        self.style = plots.Style(plots.family_styles(families), plots.sampler_linestyles(pairs))
+        self.families = families
+        self.n_svg = 0
+
+    def svg(self, svg: str, label: str) -> Any:
+        from markupsafe import Markup
+
+        self.n_svg += 1
+        return Markup(plots.inline_svg(svg, f"p{self.n_svg}", label))
+
+    def legend(self) -> list[dict[str, str]]:
+        return [{"family": f, "colour": self.style.colours[f][0],
+                 "glyph": MARKER_GLYPH.get(self.style.colours[f][1], "●")} for f in self.families]
+
+    def colour(self, family: str) -> str:
+        return self.style.colours.get(family, ("#000", "o"))[0]
+
+    def glyph(self, family: str) -> str:
+        return MARKER_GLYPH.get(self.style.colours.get(family, ("", "o"))[1], "●")
+
+
+def cell_label(cell: Any) -> str:
+    """`sampler @ 4 NFE`, or `sampler @ 4 steps (7 NFE)` when the counted NFE differs from the steps."""
+    req = int(cell.nfe_requested)
+    counted = cell.nfe_counted
+    if counted is None or pd.isna(counted) or float(counted) == req:
+        return f"{cell.sampler} @ {req} NFE"
+    return f"{cell.sampler} @ {req} steps ({float(counted):g} NFE)"
+
+
+def _nfe_x(cell: Any) -> float:
+    c = cell.nfe_counted
+    return float(cell.nfe_requested) if c is None or pd.isna(c) else float(c)
+
+
+def _group_cells(data: RunData, hardware: str, resolution: int, done_only: bool = True) -> pd.DataFrame:
+    c = data.cells
+    sel = c[(c["hardware"].astype(str) == hardware) & (c["resolution"].astype(int) == resolution)]
+    if done_only:
+        sel = sel[sel["status"] == "done"]
+    return sel
+
+
+def _group_id(hardware: str, resolution: int) -> str:
+    return "g-" + _safe(f"{hardware}-{resolution}")
+
+
+def _ordered(cells: pd.DataFrame, data: RunData) -> list[Any]:
+    order = {s: i for i, s in enumerate(data.samplers())}
+    return sorted(cells.itertuples(index=False), key=lambda r: (order.get(str(r.sampler), 0), int(r.nfe_requested)))
+
+
+def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, *, faded: bool = False,
+            suffix: str = "") -> list[plots.Series]:
+    """One Series per sampler: x = xmetric's value (or counted NFE when xmetric is None), y = ymetric."""
+    out: dict[str, plots.Series] = {}
+    for c in cells:
+        yv = data.value(c.cell_key, ymetric)
+        xv = Value(_nfe_x(c)) if xmetric is None else data.value(c.cell_key, xmetric)
+        if not (xv.ok and yv.ok):
+            continue
+        s = out.setdefault(str(c.sampler), plots.Series(str(c.sampler), str(c.family), faded=faded,
+                                                        name=f"{c.sampler}{suffix}"))
+        s.x.append(float(xv.value))  # type: ignore[arg-type]
+        s.y.append(float(yv.value))  # type: ignore[arg-type]
+        s.x_lo.append(xv.ci_low)
+        s.x_hi.append(xv.ci_high)
+        s.y_lo.append(yv.ci_low)
+        s.y_hi.append(yv.ci_high)
+        s.labels.append(f"{_nfe_x(c):g}")
+    return list(out.values())
+
+
+def _floor_line(data: RunData, cells: list[Any], q: MetricInfo) -> tuple[float, str] | None:
+    f = data.floor_for(q)
+    if f is None:
+        return None
+    vals = [data.value(c.cell_key, f.name).value for c in cells]
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    if not vals:
+        return None
+    v = float(pd.Series(vals).median())
+    return v, f"noise floor {fmt(v)}"
+
+
+# -- the single-run report ---------------------------------------------------------------------------
+
+def render_report(data: RunData) -> str:
+    ctx = _Ctx([data])
+    info = suite_info(data.run.get("suite_text"))
+    lat = data.latency_metric
+    quality = data.plotted_quality
+    groups = []
+    for hw, res in data.groups():
+        cells = _ordered(_group_cells(data, hw, res), data)
+        all_cells = _ordered(_group_cells(data, hw, res, done_only=False), data)
+        g: dict[str, Any] = {"id": _group_id(hw, res), "hardware": hw, "resolution": res,
+                             "title": f"{hw} · {res}×{res} px", "n_done": len(cells),
+                             "n_other": len(all_cells) - len(cells)}
+        g["budgets"] = [_budget_table(data, cells, q, lat) for q in quality] if lat else []
+        g["dominance"] = [_dominance(data, cells, q, lat) for q in quality] if lat else []
+        g["plots"] = _group_plots(ctx, data, cells, quality, lat, hw, res)
+        g["table"] = _results_table(ctx, data, all_cells, quality[0] if quality else None, lat)
+        groups.append(g)
+    memory = [m for m in data.metrics if m.kind == "memory"]
+    memory_plots = _memory_plots(ctx, data, memory[0]) if memory else []
+    not_measured = [
+        {"label": cell_label(c), "family": c.family, "resolution": int(c.resolution), "hardware": c.hardware,
+         "status": c.status, "reason": c.reason or "(no reason recorded)"}
+        for c in _ordered(data.cells[data.cells["status"] != "done"], data)
+    ]
+    status_counts = data.cells["status"].value_counts().to_dict()
+    context = {
+        "title": f"{data.suite} — flowmap-bench report",
+        "suite": data.suite,
+        "description": info.get("description") or "",
+        "run": _run_meta(data),
+        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "counts": {"cells": len(data.cells), "done": int(status_counts.get("done", 0)),
+                   "failed": int(status_counts.get("failed", 0)), "skipped": int(status_counts.get("skipped", 0)),
+                   "other": int(sum(v for k, v in status_counts.items() if k not in ("done", "failed", "skipped"))),
+                   "reused": int(data.cells["reused"].sum()) if "reused" in data.cells else 0},
+        "legend": ctx.legend(),
+        "quality": [{"name": q.name, "label": q.label, "direction": q.direction_word} for q in quality],
+        "latency": lat.label if lat else None,
+        "groups": groups,
+        "memory_plots": memory_plots,
+        "grids": _grids(ctx, data, info),
+        "not_measured": not_measured,
+        "metrics": [{"name": m.name, "label": m.label, "kind": m.kind,
+                     "direction": "" if m.higher_is_better is None else m.direction_word} for m in data.metrics],
+        "metric_provenance": metric_provenance(data),
+        "fingerprint": data.run.get("fingerprint") or {},
+        "versions": data.run.get("versions") or {},
+        "suite_text": data.run.get("suite_text") or "",
+    }
+    return _env().get_template("report.html.j2").render(**context)
+
+
+def _run_meta(data: RunData) -> list[tuple[str, str]]:
+    r = data.run
+
+    def when(t: Any) -> str:
+        if t is None or (isinstance(t, float) and math.isnan(t)):
+            return "–"
+        return _dt.datetime.fromtimestamp(float(t)).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    dur = ""
+    if r.get("started") and r.get("finished"):
+        dur = f" ({float(r['finished']) - float(r['started']):.1f} s)"
+    argv = r.get("argv")
+    return [
+        ("run id", str(r.get("run_id"))),
+        ("suite", f"{r.get('suite')}  ({r.get('suite_path') or '?'}, sha256 {r.get('suite_hash') or '?'})"),
+        ("git commit", str(r.get("git_commit") or "unknown")),
+        ("status", str(r.get("status"))),
+        ("started", when(r.get("started"))),
+        ("finished", when(r.get("finished")) + dur),
+        ("executor", str(r.get("executor") or "")),
+        ("command", " ".join(map(str, argv)) if isinstance(argv, list) else str(argv or "")),
+        ("store", str(data.store_path)),
+    ]
+
+
+def _points(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> tuple[list[Any], list[Value],
+                                                                                        list[Value]]:
+    keep, qs, ls = [], [], []
+    for c in cells:
+        qv, lv = data.value(c.cell_key, q.name), data.value(c.cell_key, lat.name)
+        if qv.ok and lv.ok:
+            keep.append(c)
+            qs.append(qv)
+            ls.append(lv)
+    return keep, qs, ls
+
+
+def _overlap(a: Value, b: Value) -> bool | None:
+    """Do the two intervals overlap? None when either has no interval."""
+    if a.half_width is None or b.half_width is None:
+        return None
+    return not (a.ci_high < b.ci_low or b.ci_high < a.ci_low)  # type: ignore[operator]
+
+
+def _budget_table(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> dict[str, Any]:
+    """The best cell for every latency budget: the Pareto front of (latency, quality) read left to right,
+    each step with the cells that are statistically tied with it within that budget."""
+    keep, qs, ls = _points(data, cells, q, lat)
+    hib = bool(q.higher_is_better)
+    steps = front_steps([v.value for v in ls], [v.value for v in qs], False, hib)  # type: ignore[misc]
+    rows = []
+    for i in steps:
+        ties = []
+        for j, c in enumerate(keep):
+            if j == i or ls[j].value > ls[i].value:  # type: ignore[operator]
+                continue
+            if _overlap(qs[i], qs[j]):
+                ties.append(cell_label(c))
+        rows.append({"budget": _ceil_sig(ls[i].value), "label": cell_label(keep[i]), "family": keep[i].family,
+                     "quality": fmt_ci(qs[i]), "latency": fmt_ci(ls[i]), "ties": ties[:4],
+                     "more_ties": max(len(ties) - 4, 0)})
+    widget = [{"label": cell_label(c), "lat": ls[k].value, "q": qs[k].value, "lo": qs[k].ci_low, "hi": qs[k].ci_high,
+               "text": fmt_ci(qs[k]), "lat_text": fmt_ci(ls[k])} for k, c in enumerate(keep)]
+    return {"metric": q.label, "direction": q.direction_word, "latency": lat.label, "rows": rows,
+            "widget": {"points": widget, "higher": hib, "metric": q.short, "unit": "ms"}}
+
+
+def _ceil_sig(v: float | None, digits: int = 3) -> str:
+    """`v` rounded *up* to `digits` significant digits: a budget written this way always admits its cell."""
+    if v is None or not math.isfinite(v) or v <= 0:
+        return fmt(v)
+    scale = 10 ** (math.floor(math.log10(v)) - digits + 1)
+    up = math.ceil(round(v / scale, 9)) * scale
+    return f"{up:.{max(0, digits - 1 - math.floor(math.log10(up)))}f}"
+
+
+def _dominance(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> dict[str, Any]:
+    """'A dominates B' sentences from the (quality, latency) Pareto analysis, front winners only."""
+    keep, qs, ls = _points(data, cells, q, lat)
+    points = [(qv.value, lv.value) for qv, lv in zip(qs, ls, strict=True)]
+    low = [(qv.ci_low, lv.ci_low) for qv, lv in zip(qs, ls, strict=True)]
+    high = [(qv.ci_high, lv.ci_high) for qv, lv in zip(qs, ls, strict=True)]
+    pairs = dominance_pairs(points, [bool(q.higher_is_better), False], low=low, high=high, only_front=True,
+                            groups=[str(c.sampler) for c in keep])
+    has_ci = [(qv.half_width is not None, lv.half_width is not None) for qv, lv in zip(qs, ls, strict=True)]
+    word_q = "higher" if q.higher_is_better else "lower"
+    order = {s: i for i, s in enumerate(data.samplers())}
+    grouped: dict[tuple[int, str, str], list[int]] = {}
+    for p in pairs:
+        q_phrase = f"{word_q} {q.short}" if 0 in p.better else f"equal {q.short}"
+        l_phrase = "lower latency" if 1 in p.better else "equal latency"
+        ci_known = all(has_ci[p.winner]) and all(has_ci[p.loser])
+        note = "" if not ci_known or p.significant else "within the confidence intervals: a statistical tie"
+        grouped.setdefault((p.winner, f"{q_phrase} at {l_phrase}", note), []).append(p.loser)
+    sentences = []
+    for (w, phrase, note), losers in grouped.items():
+        by_sampler: dict[str, list[int]] = {}
+        for j in sorted(losers, key=lambda j: (order.get(str(keep[j].sampler), 0), int(keep[j].nfe_requested))):
+            by_sampler.setdefault(str(keep[j].sampler), []).append(j)
+        parts = [f"{s} @ {', '.join(str(int(keep[j].nfe_requested)) for j in js)} "
+                 f"{'steps' if _steps_differ(keep, js) else 'NFE'}" for s, js in by_sampler.items()]
+        sentences.append({"winner": cell_label(keep[w]), "winner_family": keep[w].family, "loser": "; ".join(parts),
+                          "phrase": phrase, "note": note, "lat": ls[w].value})
+    sentences.sort(key=lambda x: x["lat"])
+    front = pareto_front(points, [bool(q.higher_is_better), False])
+    dominated_samplers = sorted({str(keep[j].sampler) for j in range(len(keep)) if j not in front}
+                                - {str(keep[i].sampler) for i in front})
+    return {"metric": q.label, "sentences": sentences[:MAX_SENTENCES], "more": sentences[MAX_SENTENCES:],
+            "front": [cell_label(keep[i]) for i in front_steps([float(lv.value) for lv in ls],  # type: ignore[arg-type]
+                                                               [float(qv.value) for qv in qs],  # type: ignore[arg-type]
+                                                               False, bool(q.higher_is_better))],
+            "never_on_front": dominated_samplers}
+
+
+def _steps_differ(keep: list[Any], idx: list[int]) -> bool:
+    return any(_nfe_x(keep[j]) != float(keep[j].nfe_requested) for j in idx)
+
+
+def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[MetricInfo], lat: MetricInfo | None,
+                 hw: str, res: int) -> list[dict[str, Any]]:
+    out = []
+    where = f"{hw}, {res}px"
+    for q in quality:
+        floor = _floor_line(data, cells, q)
+        if lat is not None:
+            s = _series(data, cells, lat.name, q.name)
+            if s:
+                title = f"{q.label} vs latency ({where})"
+                svg = plots.xy_plot(s, ctx.style, title=title, xlabel=f"{lat.label}, log scale",
+                                    ylabel=f"{q.label} ({q.direction_word})", logx=True,
+                                    front=(False, bool(q.higher_is_better)), hline=floor, logy="auto")
+                out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "quality-latency"})
+        s = _series(data, cells, None, q.name)
+        if s:
+            title = f"{q.label} vs counted NFE ({where})"
+            svg = plots.xy_plot(s, ctx.style, title=title, xlabel="counted NFE per image, log scale",
+                                ylabel=f"{q.label} ({q.direction_word})", logx=True, logx_base=2, hline=floor, logy="auto")
+            out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "quality-nfe"})
+    if lat is not None:
+        s = _series(data, cells, None, lat.name)
+        if s:
+            title = f"{lat.label} vs counted NFE ({where})"
+            svg = plots.xy_plot(s, ctx.style, title=title, xlabel="counted NFE per image, log scale",
+                                ylabel=f"{lat.label} (bars: IQR)", logx=True, logx_base=2, logy="auto")
+            out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "latency-nfe"})
+    return out
+
+
+def _memory_plots(ctx: _Ctx, data: RunData, mem: MetricInfo) -> list[dict[str, Any]]:
+    """Per hardware: peak memory vs resolution, per sampler the median over NFE (bars: min to max)."""
+    out = []
+    c = data.cells[data.cells["status"] == "done"]
+    for hw in dict.fromkeys(str(h) for h in c["hardware"]):
+        at_hw = c[c["hardware"].astype(str) == hw]
+        resolutions = sorted({int(r) for r in at_hw["resolution"]})
+        if len(resolutions) == 1:  # nothing to draw against resolution: show memory against NFE instead
+            s1 = _series(data, _ordered(at_hw, data), None, mem.name)
+            if s1:
+                title = f"{mem.label} vs counted NFE ({hw}, {resolutions[0]}px)"
+                svg = plots.xy_plot(s1, ctx.style, title=title, xlabel="counted NFE per image, log scale",
+                                    ylabel=mem.label, logx=True, logx_base=2)
+                out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "memory"})
+            continue
+        series: dict[str, plots.Series] = {}
+        for (sampler, res), grp in c[c["hardware"].astype(str) == hw].groupby(["sampler", "resolution"], sort=False):
+            vals = [data.value(k, mem.name).value for k in grp["cell_key"]]
+            vals = [v for v in vals if v is not None and math.isfinite(v)]
+            if not vals:
+                continue
+            sv = pd.Series(vals)
+            s = series.setdefault(str(sampler), plots.Series(str(sampler), str(grp["family"].iloc[0])))
+            s.x.append(float(res))
+            s.y.append(float(sv.median()))
+            s.x_lo.append(None)
+            s.x_hi.append(None)
+            s.y_lo.append(float(sv.min()))
+            s.y_hi.append(float(sv.max()))
+            s.labels.append("")
+        for s in series.values():
+            order = sorted(range(len(s.x)), key=lambda i: s.x[i])
+            for f in ("x", "y", "x_lo", "x_hi", "y_lo", "y_hi", "labels"):
+                setattr(s, f, [getattr(s, f)[i] for i in order])
+        if series:
+            title = f"{mem.label} vs resolution ({hw})"
+            svg = plots.xy_plot(list(series.values()), ctx.style, title=title, xlabel="resolution (px), log scale",
+                                ylabel=f"{mem.label}, median over NFE (bars: min–max)", logx=True, logx_base=2)
+            out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "memory"})
+    return out
+
+
+def _results_table(ctx: _Ctx, data: RunData, cells: list[Any], headline: MetricInfo | None,
+                   lat: MetricInfo | None) -> dict[str, Any]:
+    keys = {str(c.cell_key) for c in cells}
+    present = [m for m in data.metrics if any(data.value(k, m.name).ok for k in keys)]
+    done = [c for c in cells if c.status == "done"]
+    best: dict[str, set[str]] = {}
+    tied: dict[str, set[str]] = {}
+    for m in present:
+        if m.higher_is_better is None or m.kind in ("calibration", "reference"):
+            continue
+        vals = {str(c.cell_key): data.value(c.cell_key, m.name) for c in done}
+        vals = {k: v for k, v in vals.items() if v.ok}
+        if not vals:
+            continue
+        target = (max if m.higher_is_better else min)(v.value for v in vals.values())  # type: ignore[type-var]
+        best[m.name] = {k for k, v in vals.items() if v.value == target}
+        b = vals[next(iter(best[m.name]))]
+        tied[m.name] = {k for k, v in vals.items() if k not in best[m.name] and _overlap(v, b)}
+    on_front: set[str] = set()
+    if headline is not None and lat is not None:
+        keep, qs, ls = _points(data, done, headline, lat)
+        idx = pareto_front([(q.value, v.value) for q, v in zip(qs, ls, strict=True)],
+                           [bool(headline.higher_is_better), False])
+        on_front = {str(keep[i].cell_key) for i in idx}
+    rows = []
+    for c in cells:
+        k = str(c.cell_key)
+        row: dict[str, Any] = {"sampler": c.sampler, "family": c.family, "colour": ctx.colour(c.family),
+                               "glyph": ctx.glyph(c.family), "steps": int(c.nfe_requested),
+                               "nfe": "" if c.nfe_counted is None or pd.isna(c.nfe_counted) else f"{float(c.nfe_counted):g}",
+                               "nfe_v": _nfe_x(c), "status": c.status, "reason": c.reason or "",
+                               "reused": bool(c.reused), "front": k in on_front, "vals": []}
+        for m in present:
+            v = data.value(k, m.name)
+            cls = "best" if k in best.get(m.name, ()) else ("tie" if k in tied.get(m.name, ()) else "")
+            title = "" if not v.ok else (
+                f"{v.value:.6g}" + (f"  CI [{v.ci_low:.6g}, {v.ci_high:.6g}]" if v.half_width is not None else "")
+                + (f"  n={v.n}" if v.n else ""))
+            row["vals"].append({"text": fmt_ci(v), "sort": v.value if v.ok else "", "cls": cls, "title": title})
+        rows.append(row)
+    return {"columns": [{"name": m.name, "label": m.label, "kind": m.kind,
+                         "arrow": "" if m.higher_is_better is None else ("↑" if m.higher_is_better else "↓")}
+                        for m in present],
+            "rows": rows, "front_metric": headline.label if headline is not None else None}
+
+
+def _grids(ctx: _Ctx, data: RunData, info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per resolution: rows = sampler @ NFE, columns = grid images (same seed and prompt in a column)."""
+    out = []
+    done = data.cells[data.cells["status"] == "done"]
+    folders = {str(c.cell_key): sample_folder(data, c) for c in done.itertuples(index=False)}
+    wanted = int(info.get("grid") or 0)
+    for res in dict.fromkeys(int(r) for r in done["resolution"]):
+        at_res = done[done["resolution"].astype(int) == res]
+        hws = [h for h in dict.fromkeys(str(h) for h in at_res["hardware"])
+               if any(folders.get(str(k)) for k in at_res[at_res["hardware"].astype(str) == h]["cell_key"])]
+        if not hws:
+            continue
+        hw = hws[0]
+        cells = _ordered(at_res[at_res["hardware"].astype(str) == hw], data)
+        count = max(count_pngs(folders.get(str(c.cell_key))) for c in cells)
+        if wanted:
+            count = min(count, wanted) if count else 0
+        if count == 0:
+            continue
+        captions = grid_captions(info, count)
+        base_seed = int(info.get("base_seed", 0))
+        columns = [{"seed": base_seed + i, "index": i, "caption": captions[i] if captions else ""}
+                   for i in range(count)]
+        scale = max(1, min(8, 64 // res)) if res < 64 else 1  # integer zoom keeps pixels crisp
+        rows = []
+        ref = reference_images(info, count, res)
+        if ref:
+            rows.append({"label": "reference (dataset)", "family": "", "colour": "#999", "glyph": "○",
+                         "src": data_uri(sprite(list(ref), res)), "reference": True, "missing": 0})
+        for c in cells:
+            pngs = sample_pngs(folders.get(str(c.cell_key)), count)
+            rows.append({"label": cell_label(c), "family": c.family, "colour": ctx.colour(c.family),
+                         "glyph": ctx.glyph(c.family), "reference": False, "missing": sum(p is None for p in pngs),
+                         "src": data_uri(sprite(pngs, res))})
+        out.append({"id": f"grid-{res}", "resolution": res, "hardware": hw, "other_hardware": hws[1:],
+                    "columns": columns, "rows": rows, "col_width": (res + 1) * scale,
+                    "img_width": count * (res + 1) * scale, "img_height": res * scale,
+                    "captions": bool(captions)})
+    return out
+
+
+# -- the two-run comparison --------------------------------------------------------------------------
+
+def render_compare(a: RunData, b: RunData) -> str:
+    from bench.report.compare import compare_runs
+
+    ctx = _Ctx([a, b])
+    cmp = compare_runs(a.df, b.df)
+    lat = b.latency_metric or a.latency_metric
+    quality = b.plotted_quality or a.plotted_quality
+    groups = []
+    for hw, res in dict.fromkeys([*a.groups(), *b.groups()]):
+        cells_a = _ordered(_group_cells(a, hw, res), a)
+        cells_b = _ordered(_group_cells(b, hw, res), b)
+        g: dict[str, Any] = {"id": _group_id(hw, res), "title": f"{hw} · {res}×{res} px", "plots": [],
+                             "measured": bool(cells_a or cells_b)}
+        for q in quality:
+            if lat is None:
+                break
+            series = _series(a, cells_a, lat.name, q.name, faded=True) + _series(b, cells_b, lat.name, q.name)
+            if series:
+                title = f"{q.label} vs latency: A hollow and light, B filled ({hw}, {res}px)"
+                svg = plots.xy_plot(series, ctx.style, title=title, xlabel=f"{lat.label}, log scale",
+                                    ylabel=f"{q.label} ({q.direction_word})", logx=True,
+                                    front=(False, bool(q.higher_is_better)), fronts_by_faded=True, logy="auto")
+                g["plots"].append({"title": title, "svg": ctx.svg(svg, title)})
+        sub = cmp[(cmp["hardware"].astype(str) == hw) & (cmp["resolution"] == res)]
+        g["table"] = _delta_table(ctx, sub, [m.name for m in b.metrics] + [m.name for m in a.metrics
+                                                                           if b.metric(m.name) is None])
+        groups.append(g)
+    measured = cmp[cmp["metric"].notna()]
+    tally = []
+    for name, grp in measured.groupby("metric", sort=False):
+        sig = grp[grp["significant"]]
+        tally.append({"metric": name, "better": int((sig["change"] == "better").sum()),
+                      "worse": int((sig["change"] == "worse").sum()),
+                      "within": int(grp["change"].isin(["better", "worse"]).sum() - len(sig[sig["change"].isin(
+                          ["better", "worse"])])),
+                      "same": int((grp["change"] == "same").sum()),
+                      "unmatched": int(grp["change"].isin(["new", "gone", "unmeasured"]).sum())})
+    context = {
+        "title": f"{a.suite} vs {b.suite} — flowmap-bench comparison" if a.suite != b.suite
+        else f"{a.suite}: run comparison — flowmap-bench",
+        "a": {"run": _run_meta(a), "id": a.run_id, "suite_text": a.run.get("suite_text") or "",
+              "fingerprint": a.run.get("fingerprint") or {}, "versions": a.run.get("versions") or {}},
+        "b": {"run": _run_meta(b), "id": b.run_id, "suite_text": b.run.get("suite_text") or "",
+              "fingerprint": b.run.get("fingerprint") or {}, "versions": b.run.get("versions") or {}},
+        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "legend": ctx.legend(),
+        "groups": groups,
+        "tally": tally,
+        "text": _text_summary(cmp),
+    }
+    return _env().get_template("compare.html.j2").render(**context)
+
+
+def _text_summary(cmp: pd.DataFrame) -> str:
+    from bench.report.compare import format_compare
+
+    return format_compare(cmp, max_rows=400)
+
+
+def _delta_table(ctx: _Ctx, sub: pd.DataFrame, metric_order: list[str]) -> dict[str, Any]:
+    metrics = [m for m in dict.fromkeys(metric_order) if m in set(sub["metric"].dropna())]
+    hib = {m: sub[sub["metric"] == m]["higher_is_better"].dropna() for m in metrics}
+    rows = []
+    for (sampler, nfe), grp in sub.groupby(["sampler", "nfe_requested"], sort=False):
+        first = grp.iloc[0]
+        status = f"{first['status_a'] if pd.notna(first['status_a']) else '—'} → " \
+                 f"{first['status_b'] if pd.notna(first['status_b']) else '—'}"
+        reasons = [str(first[k]) for k in ("reason_a", "reason_b") if pd.notna(first[k]) and first[k]]
+        row: dict[str, Any] = {"sampler": sampler, "family": first["family"], "colour": ctx.colour(str(first["family"])),
+                               "glyph": ctx.glyph(str(first["family"])), "steps": int(nfe), "status": status,
+                               "reason": "; ".join(dict.fromkeys(reasons)), "vals": []}
+        by_metric = {r.metric: r for r in grp.itertuples(index=False) if isinstance(r.metric, str)}
+        for m in metrics:
+            r = by_metric.get(m)
+            if r is None or pd.isna(r.delta):
+                row["vals"].append({"text": "–", "sort": "", "cls": "", "title": ""})
+                continue
+            half = None if pd.isna(r.delta_ci_low) else max(r.delta - r.delta_ci_low, r.delta_ci_high - r.delta)
+            text = fmt(r.delta, half)
+            text = ("+" if r.delta > 0 else "") + text + (f" ± {fmt(half, half)}" if half else "")
+            if not pd.isna(r.rel_delta):
+                text += f" ({100 * r.rel_delta:+.0f}%)"
+            cls = {"better": "better", "worse": "worse"}.get(r.change, "")
+            if cls and not r.significant:
+                cls += " within"  # not significant, or no interval to tell: coloured text, no fill
+            title = f"A: {_ci_text(r.value_a, r.ci_low_a, r.ci_high_a)}   B: {_ci_text(r.value_b, r.ci_low_b, r.ci_high_b)}"
+            row["vals"].append({"text": text, "sort": float(r.delta), "cls": cls, "title": title})
+        rows.append(row)
+    return {"columns": [{"name": m, "label": m, "arrow": "" if hib[m].empty else ("↑" if bool(hib[m].iloc[0]) else "↓")}
+                        for m in metrics], "rows": rows}
+
+
+def _ci_text(v: float, lo: float, hi: float) -> str:
+    if pd.isna(v):
+        return "–"
+    return f"{v:.4g}" + ("" if pd.isna(lo) or pd.isna(hi) else f" [{lo:.4g}, {hi:.4g}]")
+
+

@@ -1,0 +1,254 @@
+"""Report plots: matplotlib figures (no pyplot, so no GUI backend) returned as SVG strings to inline in HTML.
+
+Every plot uses the same colour and marker per family (Okabe-Ito, colour-blind safe) and the same line
+style per sampler within a family, so a reader learns the legend once. Text stays text in the SVG (no
+embedded font, so the files are small); matplotlib escapes it, so user-controlled names are inert.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from bench.report.pareto import front_steps
+
+# Okabe & Ito (2008) colour-blind-safe palette; yellow (#F0E442) is left last (weak on white).
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+FAMILY_STYLE = {
+    "flow_map": ("#0072B2", "o"),
+    "consistency": ("#D55E00", "s"),
+    "lcm": ("#009E73", "^"),
+    "adversarial": ("#CC79A7", "D"),
+    "ode": ("#E69F00", "v"),
+}
+EXTRA_MARKERS = ["P", "X", "h", "*", "<", ">"]
+LINESTYLES = ["-", "--", ":", "-."]
+FRONT_COLOUR = "#444444"
+
+RC: dict[str, Any] = {
+    "svg.fonttype": "none",  # text as <text>, no glyph paths: small files, selectable labels
+    "svg.hashsalt": "flowmap-bench",  # deterministic ids (prefixed per plot when inlined)
+    "text.parse_math": False,  # a '$' in a sampler id is a character, not mathtext
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "figure.dpi": 100,
+    "path.simplify": True,
+}
+
+
+def family_styles(families: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Colour and marker per family: fixed for the five known families, then the rest of the palette."""
+    out = {f: FAMILY_STYLE[f] for f in families if f in FAMILY_STYLE}
+    used = {c for c, _ in out.values()}
+    spare_colours = [c for c in OKABE_ITO if c not in used] + [c for c in OKABE_ITO if c in used]
+    spare = zip(itertools.cycle(spare_colours), itertools.cycle(EXTRA_MARKERS))
+    for f in families:
+        if f not in out:
+            out[f] = next(spare)
+    return out
+
+
+def sampler_linestyles(samplers: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """(sampler, family) -> line style, cycling within each family so samplers of one family differ."""
+    counters: dict[str, int] = {}
+    out: dict[str, str] = {}
+    for s, fam in samplers:
+        if s in out:
+            continue
+        i = counters.get(fam, 0)
+        out[s] = LINESTYLES[i % len(LINESTYLES)]
+        counters[fam] = i + 1
+    return out
+
+
+@dataclass
+class Series:
+    """One sampler's points in NFE order; lo/hi are interval bounds (None where unknown)."""
+
+    sampler: str
+    family: str
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    x_lo: list[float | None] = field(default_factory=list)
+    x_hi: list[float | None] = field(default_factory=list)
+    y_lo: list[float | None] = field(default_factory=list)
+    y_hi: list[float | None] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # annotation per point (the NFE)
+    faded: bool = False  # drawn hollow and light (the "before" run of a comparison)
+    name: str | None = None  # legend text (default: sampler)
+
+
+@dataclass
+class Style:
+    colours: dict[str, tuple[str, str]]
+    linestyles: dict[str, str]
+
+
+def _err(values: list[float], bounds: list[float | None], lower: bool) -> list[float]:
+    out = []
+    for v, b in zip(values, bounds, strict=True):
+        if b is None or not math.isfinite(b):
+            out.append(0.0)
+        else:
+            out.append(max(v - b, 0.0) if lower else max(b - v, 0.0))
+    return out
+
+
+def xy_plot(series: Sequence[Series], style: Style, *, title: str, xlabel: str, ylabel: str,
+            logx: bool = False, logx_base: float = 10, front: tuple[bool, bool] | None = None,
+            hline: tuple[float, str] | None = None, size: tuple[float, float] = (6.6, 3.7),
+            fronts_by_faded: bool = False, logy: bool | str = False) -> str:
+    """Lines per sampler (points joined in the given order), CI error bars on both axes, optionally the
+    Pareto front of all points (front = (x_higher_is_better, y_higher_is_better)) drawn as a staircase."""
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]
+        # A bare Figure, no pyplot: no global backend switch and no figure manager to leak.
+        fig = Figure(figsize=size, layout="constrained")
+        ax = fig.add_subplot()
+        for s in series:
+            if not s.x:
+                continue
+            colour, marker = style.colours.get(s.family, ("#000000", "o"))
+            ls = style.linestyles.get(s.sampler, "-")
+            xerr = [_err(s.x, s.x_lo, True), _err(s.x, s.x_hi, False)] if s.x_lo else None
+            yerr = [_err(s.y, s.y_lo, True), _err(s.y, s.y_hi, False)] if s.y_lo else None
+            if xerr is not None and not any(map(any, xerr)):
+                xerr = None
+            if yerr is not None and not any(map(any, yerr)):
+                yerr = None
+            alpha = 0.45 if s.faded else 1.0
+            ax.errorbar(s.x, s.y, xerr=xerr, yerr=yerr, color=colour, marker=marker, linestyle=ls,
+                        linewidth=1.4, markersize=5.5, capsize=2, elinewidth=0.8, alpha=alpha,
+                        markerfacecolor="white" if s.faded else colour,
+                        label="_nolegend_" if s.faded and fronts_by_faded else (s.name or s.sampler))
+            for x, y, lab in zip(s.x, s.y, s.labels, strict=False):
+                ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=colour, alpha=alpha)
+        if front is not None:
+            sets = [[s for s in series if s.faded], [s for s in series if not s.faded]] if fronts_by_faded \
+                else [list(series)]
+            for group in sets:
+                faded = bool(group) and group[0].faded and fronts_by_faded
+                label = ("Pareto front, A" if faded else "Pareto front, B") if fronts_by_faded else "Pareto front"
+                _draw_front(ax, group, front, faded=faded, label=label)
+        if hline is not None:
+            ax.axhline(hline[0], color="#777777", linestyle=(0, (4, 3)), linewidth=1)
+            ax.annotate(hline[1], (0.01, hline[0]), xycoords=("axes fraction", "data"), xytext=(0, 3),
+                        textcoords="offset points", fontsize=7, color="#555555")
+        if logx:
+            ax.set_xscale("log", base=logx_base)
+            _plain_log_ticks(ax.xaxis, logx_base)
+        ys = [y for s in series for y in s.y] + ([hline[0]] if hline else [])
+        if logy == "auto":
+            logy = bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 15
+        if logy:
+            ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis, 10)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        return to_svg(fig)
+
+
+def _plain_log_ticks(axis: object, base: float) -> None:
+    """Ticks on a log axis written as plain numbers (1, 2, 5, 10, ... or powers of 2), at least two in view."""
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    lo, hi = axis.get_view_interval()  # type: ignore[attr-defined]
+    lo, hi = min(lo, hi), max(lo, hi)
+    if not (lo > 0 and hi > lo):
+        return
+    kmin, kmax = math.floor(math.log(lo, base)) - 1, math.ceil(math.log(hi, base)) + 1
+    ticks: list[float] = []
+    for subs in ([1.0] if base == 2 else [1.0, 2.0, 5.0], [1.0, 1.5, 2.0, 3.0, 5.0, 7.0], [1.0 + i / 4 for i in range(36)]):
+        ticks = [m * base**k for k in range(kmin, kmax + 1) for m in subs if lo <= m * base**k <= hi]
+        if len(ticks) >= 2:
+            break
+    if len(ticks) > 9:
+        ticks = ticks[:: math.ceil(len(ticks) / 8)]
+    axis.set_ticks(ticks)  # type: ignore[attr-defined]
+    axis.set_minor_locator(NullLocator())  # type: ignore[attr-defined]
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))  # type: ignore[attr-defined]
+    axis.set_view_interval(lo, hi, ignore=True)  # type: ignore[attr-defined]
+
+
+def _draw_front(ax: object, series: Sequence[Series], front: tuple[bool, bool], faded: bool,
+                label: str = "Pareto front") -> None:
+    xs = [x for s in series for x in s.x]
+    ys = [y for s in series for y in s.y]
+    if len(xs) < 1:
+        return
+    idx = front_steps(xs, ys, *front)
+    if not idx:
+        return
+    fx, fy = [xs[i] for i in idx], [ys[i] for i in idx]
+    kw = {"color": FRONT_COLOUR, "linewidth": 5, "alpha": 0.12 if faded else 0.22, "zorder": 0,
+          "solid_capstyle": "round", "label": label}
+    ax.step(fx, fy, where="post", **kw)  # type: ignore[attr-defined]
+    ax.scatter(fx, fy, s=110, facecolors="none", edgecolors=FRONT_COLOUR,  # type: ignore[attr-defined]
+               linewidths=0.9, alpha=0.5 if faded else 0.9, zorder=3)
+
+
+_ID = re.compile(r'\sid="([^"]+)"')
+_REF = re.compile(r'(url\(#|href="#)([^")]+)')
+_COORDS = re.compile(r'\s(d|x|y|transform|points)="([^"]*)"')
+_NUMBER = re.compile(r"-?\d+\.\d+")
+_FONT = re.compile(r"font-family: [^;\"]*;? ?")
+_NO_ROTATE = re.compile(r'\stransform="rotate\(-?0 [\d.\- ]+\)"')
+
+
+def to_svg(fig: object) -> str:
+    """The figure as a compact <svg> element: no XML prolog or metadata, coordinates to 0.1 pt, the
+    font left to the page's CSS, and ids only where something refers to them."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})  # type: ignore[attr-defined]
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.S)
+    text = _NO_ROTATE.sub("", text)
+    text = _COORDS.sub(lambda m: f' {m.group(1)}="{_round(m.group(2))}"', text)
+    text = _FONT.sub("", text)
+    used = {m.group(2) for m in _REF.finditer(text)}
+    text = _ID.sub(lambda m: m.group(0) if m.group(1) in used else "", text)
+    return re.sub(r"\n\s*", "\n", text)
+
+
+def _round(coords: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        v = f"{float(m.group(0)):.1f}".rstrip("0").rstrip(".")
+        return "0" if v == "-0" else v
+
+    return " ".join(_NUMBER.sub(one, coords).split())
+
+
+def inline_svg(svg: str, prefix: str, label: str) -> str:
+    """Give every id of `svg` the prefix (several plots share one HTML document), size it to its container
+    and label it for screen readers. `label` is escaped here."""
+    from markupsafe import escape
+
+    svg = _ID.sub(lambda m: f' id="{prefix}-{m.group(1)}"', svg)
+    svg = _REF.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", svg)
+    head_end = svg.index(">")
+    head = svg[:head_end]
+    w = re.search(r'\bwidth="([\d.]+)pt"', head)
+    head = re.sub(r'\s(width|height)="[\d.]+pt"', "", head)
+    style = f' style="max-width:{float(w.group(1)) * 4 / 3:.0f}px"' if w else ""
+    head += f' class="plot" role="img" aria-label="{escape(label)}"{style}'
+    return head + svg[head_end:]

@@ -1,0 +1,193 @@
+"""A synthetic results store shaped like an NFE sweep, for previewing reports and for the report's tests.
+
+`make_store(path)` writes one run (or two, for comparisons) through the store's own writing API
+(start_run / record_plan / commit_cell), with every family, CIs, noise floors, skipped and failed cells
+and grid images. The numbers follow simple made-up laws (quality improves with NFE, latency grows with
+NFE and resolution); they are for looking at, not for conclusions.
+
+    python -m bench.report.synthetic runs/demo.sqlite && bench report --store runs/demo.sqlite
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.metrics.registry import MetricResult
+from bench.plan import Cell
+from bench.store import CellResult, Store
+
+
+@dataclass(frozen=True)
+class FakeSampler:
+    id: str
+    family: str
+    fd_scale: float  # FD excess at 1 NFE
+    fd_decay: float  # exponent of the NFE law
+    ms_per_nfe: float  # latency per counted NFE at 16 px
+    nfe_per_step: float = 1.0
+    intercept: float = 0.0  # counted NFE = nfe_per_step * steps - intercept
+    nfe: tuple[int, ...] = (1, 2, 4, 8)
+
+
+DEFAULT_SAMPLERS = (
+    FakeSampler("flowmap-lsd", "flow_map", 9.0, 0.9, 2.1),
+    FakeSampler("flowmap-meanflow", "flow_map", 11.0, 0.8, 2.0),
+    FakeSampler("cd", "consistency", 12.0, 0.5, 2.0),
+    FakeSampler("lcm", "lcm", 14.0, 0.6, 2.2, nfe_per_step=2.0),
+    FakeSampler("turbo", "adversarial", 8.0, 0.2, 2.0, nfe=(1, 2, 4)),
+    FakeSampler("teacher-euler", "ode", 60.0, 1.0, 2.0, nfe=(1, 2, 4, 8, 16)),
+    FakeSampler("teacher-heun", "ode", 45.0, 1.6, 2.0, nfe_per_step=2.0, intercept=1.0, nfe=(2, 4, 8, 16)),
+)
+
+
+def suite_text(name: str, samplers: tuple[FakeSampler, ...], dataset: str, resolutions: list[int],
+               hardware: list[str], grid: int) -> str:
+    lines = "\n".join(f"  - {{id: {_yaml_str(s.id)}, adapter: synthetic-{s.family}, nfe: {list(s.nfe)}}}"
+                      for s in samplers)
+    return textwrap.dedent(f"""\
+        # Synthetic sweep written by bench.report.synthetic (numbers are made up).
+        name: {name}
+        description: Synthetic NFE sweep for report previews and tests.
+        dataset: {{name: {dataset}, split: eval}}
+        samples: 512
+        base_seed: 0
+        samplers:
+        """) + lines + textwrap.dedent(f"""
+        axes: {{nfe: [1, 2, 4, 8], resolution: {resolutions}, hardware: {hardware}}}
+        metrics:
+          fd: {{}}
+          fd_floor: {{}}
+          clip_score: {{}}
+          latency: {{batch_sizes: [1, 16]}}
+          memory: {{}}
+        report: {{grid: {grid}}}
+        """)
+
+
+def _yaml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _reference(dataset: str, count: int, resolution: int) -> np.ndarray:
+    """(count, R, R, 3) uint8 reference images of `dataset`, or procedural discs when it is unavailable."""
+    try:
+        from bench.datasets import build_dataset
+
+        imgs = build_dataset(dataset, {"split": "eval"}).images(list(range(count)), resolution)
+        return imgs.permute(0, 2, 3, 1).numpy()
+    except Exception:
+        yy, xx = np.mgrid[0:resolution, 0:resolution] / max(resolution - 1, 1)
+        out = np.zeros((count, resolution, resolution, 3), dtype=np.uint8)
+        rng = np.random.default_rng(0)
+        for i in range(count):
+            cx, cy, r = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.3)
+            bg = rng.uniform(150, 230, 3)
+            fg = rng.uniform(0, 255, 3)
+            disc = ((xx - cx) ** 2 + (yy - cy) ** 2) < r * r
+            out[i] = np.where(disc[..., None], fg, bg).astype(np.uint8)
+        return out
+
+
+def make_store(path: str | Path, *, suite: str = "nfe_sweep", samplers: tuple[FakeSampler, ...] = DEFAULT_SAMPLERS,
+               resolutions: tuple[int, ...] = (16, 32), hardware: tuple[str, ...] = ("cpu", "cuda"),
+               grid: int = 8, dataset: str = "shapes", seed: int = 0, runs: int = 1,
+               failed: tuple[str, int] | None = ("cd", 8), extra_text: str = "") -> list[str]:
+    """Write `runs` runs of a synthetic sweep into the store at `path`; returns their run ids.
+
+    Hardware other than 'cpu' is recorded as skipped ("no CUDA device"), `failed` = (sampler, steps) is
+    recorded as failed at every resolution, and each later run shifts the numbers a little (for compare)."""
+    from PIL import Image
+
+    text = suite_text(suite, samplers, dataset, list(resolutions), list(hardware), grid) + extra_text
+    refs = {r: _reference(dataset, grid, r) for r in resolutions} if grid else {}
+    ids = []
+    with Store(path) as store:
+        for k in range(runs):
+            rng = np.random.default_rng(seed + 1000 * k)
+            run_id = store.start_run(suite, hashlib.sha256(text.encode()).hexdigest()[:16], f"suites/{suite}.yaml",
+                                     text, git_commit=f"{'0123456789abcdef' * 2}{k:08x}", versions={"flowmap-bench": "0.1.0"},
+                                     fingerprint={"hostname": "synthetic", "cpu_model": "made-up CPU", "gpus": []},
+                                     executor="local", argv=["bench", "run", f"suites/{suite}.yaml"])
+            cells: list[Cell] = []
+            for s in samplers:
+                for hw in hardware:
+                    for res in resolutions:
+                        for n in s.nfe:
+                            key = hashlib.sha256(f"{suite}|{s.id}|{n}|{res}|{hw}|{k}".encode()).hexdigest()[:20]
+                            skipped = hw != "cpu"
+                            cells.append(Cell(suite, s.id, f"synthetic-{s.family}", s.family, n, res, hw, key,
+                                              status="skipped" if skipped else "planned",
+                                              reason="no CUDA device" if skipped else None))
+            store.record_plan(run_id, cells, set())
+            shift = 1.0 - 0.04 * k
+            for c in cells:
+                if c.status == "skipped":
+                    continue
+                s = next(x for x in samplers if x.id == c.sampler_id)
+                if failed is not None and (c.sampler_id, c.nfe) == failed:
+                    store.commit_cell(run_id, c, CellResult(c.key, "failed", error="RuntimeError: CUDA-free test "
+                                                            "failure: sampler diverged at step 3 (NaN in output)"))
+                    continue
+                store.commit_cell(run_id, c, _fake_cell(store, c, s, rng, shift, grid, refs.get(c.resolution), Image))
+            store.finish_run(run_id, "failed" if failed else "done")
+            ids.append(run_id)
+    return ids
+
+
+def _fake_cell(store: Store, c: Cell, s: FakeSampler, rng: np.random.Generator, shift: float, grid: int,
+               ref: np.ndarray | None, image_mod: Any) -> CellResult:
+    counted = s.nfe_per_step * c.nfe - s.intercept
+    scale = (c.resolution / 16) ** 1.5
+    floor = 0.8 * (16 / c.resolution) ** 0.5
+    fd = floor + shift * s.fd_scale * scale ** 0.3 / counted ** s.fd_decay * float(rng.uniform(0.95, 1.05))
+    fd_hw = 0.06 * fd + 0.05
+    clip = 30.0 - 12.0 / (1 + 4.0 / max(fd - floor, 1e-3)) + float(rng.normal(0, 0.2))
+    lat = s.ms_per_nfe * counted * scale * (1.0 + float(rng.normal(0, 0.03))) + 0.4
+    lat1 = lat * 3.2
+    mem = 40 + 12 * scale + 2 * counted * float(rng.uniform(0.9, 1.1))
+    metrics = [
+        MetricResult("fd", fd, False, fd - fd_hw, fd + fd_hw, 512, {"feature_space": "shapes-clip",
+                                                                   "weights_sha256": "ab12cd34"}),
+        MetricResult("fd_floor", floor, False, floor * 0.9, floor * 1.1, 512, {"feature_space": "shapes-clip"}),
+        MetricResult("clip_score:shapes-clip", clip, True, clip - 0.4, clip + 0.4, 512, {"model": "shapes-clip"}),
+        MetricResult("kid", fd / 400, False, fd / 440, fd / 360, 512, {}),
+        MetricResult("precision", min(0.95, 0.5 + 2 / fd), True, None, None, 512, {}),
+        MetricResult("recall", min(0.9, 0.3 + 1 / fd), True, None, None, 512, {}),
+        MetricResult("latency_ms_per_image", lat, False, lat * 0.96, lat * 1.05, 30, {"batch_size": 16,
+                                                                                      "ci": "interquartile range"}),
+        MetricResult("latency_ms_batch1", lat1, False, lat1 * 0.95, lat1 * 1.06, 30, {"batch_size": 1}),
+        MetricResult("peak_memory_mb", mem, False, None, None, 1, {"method": "synthetic"}),
+        MetricResult("calibration_ms", 1.9, False, 1.85, 1.95, 30, {"workload": "synthetic"}),
+        MetricResult("sharpness", float(rng.uniform(0.2, 0.9)), True, n=512),  # an extra metric, rendered generically
+    ]
+    samples_dir = None
+    if grid and ref is not None:
+        folder = store.samples_dir(c.key)
+        folder.mkdir(parents=True, exist_ok=True)
+        noise_sd = min(120.0, 6.0 * (fd - floor))
+        for i in range(grid):
+            noisy = ref[i].astype(float) + rng.normal(0, noise_sd, ref[i].shape)
+            image_mod.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+        samples_dir = str(folder)
+    return CellResult(c.key, "done", nfe_counted=counted, phases={"sample": 0.1}, metrics=metrics,
+                      samples_dir=samples_dir, started=0.0, finished=1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else "runs/demo.sqlite"
+    ids = make_store(path, runs=2)
+    print(f"wrote runs {', '.join(ids)} to {path}")
+    print(f"  bench report --store {path}\n  bench report --store {path} --compare {ids[0]} {ids[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

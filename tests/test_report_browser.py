@@ -1,0 +1,206 @@
+"""The report in a real browser: headless Chromium (Debian's `chromium`) driven by Playwright for Python.
+
+No `playwright install` (it downloads browsers): the system Chromium is launched by path. When it is
+missing these tests FAIL with the install command; CI (.ci/run) installs it with apt-get.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import bench
+from bench.cli import main
+from bench.datasets import Conditions
+from bench.report.html import write_report
+from bench.report.synthetic import DEFAULT_SAMPLERS, make_store
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+EVIL_PROMPTS = ["<script>alert(1)</script>", '<img src=x onerror="window.__pwned=1">',
+                'a "quoted" & <b>bold</b> prompt', "a small red circle at the top left"]
+EVIL_SAMPLER = 'flowmap "lsd" & co'
+MAX_BYTES = 5 * 1024 * 1024
+MAX_RENDER_MS = 2000
+
+
+class EvilPromptDataset:
+    """Prompts that would run script if a report forgot to escape them (no reference images)."""
+
+    name = "evil-prompts"
+    conditioning = "text"
+
+    def __init__(self, split: str = "eval") -> None:
+        self.split = split
+
+    def key(self) -> str:
+        return "evil-prompts"
+
+    def conditions(self, indices: Any) -> Conditions:
+        return Conditions(prompts=[EVIL_PROMPTS[i % len(EVIL_PROMPTS)] for i in indices])
+
+    def images(self, indices: Any, resolution: int) -> Any:
+        raise NotImplementedError("no reference images")
+
+
+def _chromium() -> str:
+    path = os.environ.get("BENCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        pytest.fail(f"Chromium not found at {path}: install it (Debian: apt-get install -y chromium) or set "
+                    "BENCH_CHROMIUM to a Chromium binary; the report's browser tests need it", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e '.[test]' (no `playwright install` needed)",
+                    pytrace=False)
+    exe = _chromium()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Opened:
+    """A report opened from disk, with everything the page reported while loading."""
+
+    def __init__(self, browser: Any, path: Path) -> None:
+        self.console_errors: list[str] = []
+        self.failed: list[str] = []
+        self.requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.page = page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        page.on("pageerror", lambda e: self.console_errors.append(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self.failed.append(f"{r.url} {r.failure}"))
+        page.on("request", lambda r: self.requests.append(r.url))
+
+        def on_dialog(d: Any) -> None:
+            self.dialogs.append(d.message)
+            d.dismiss()
+
+        page.on("dialog", on_dialog)
+        # Warm the page's renderer on a blank file:// page first, so the timing below is the report's own
+        # parse + layout + paint, not Chromium starting a process.
+        blank = path.parent / "_blank.html"
+        blank.write_text("<!DOCTYPE html><title>blank</title>")
+        page.goto(blank.resolve().as_uri(), wait_until="load")
+        self.requests.clear()
+        t0 = time.perf_counter()
+        page.goto(path.resolve().as_uri(), wait_until="load")
+        self.wall_ms = (time.perf_counter() - t0) * 1e3
+        self.load_ms = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+
+    def sizes(self, selector: str) -> list[dict[str, float]]:
+        return self.page.eval_on_selector_all(selector, """els => els.map(e => {
+            const r = e.getBoundingClientRect();
+            return {w: r.width, h: r.height, nw: e.naturalWidth === undefined ? -1 : e.naturalWidth,
+                    complete: e.complete === undefined ? true : e.complete};
+        })""")
+
+    def assert_clean(self) -> None:
+        assert self.console_errors == []
+        assert self.failed == []
+        assert self.dialogs == []
+        external = [u for u in self.requests if not u.startswith(("file:", "data:"))]
+        assert external == [], "the report fetched something from the network"
+
+    def assert_rendered(self, min_plots: int, min_images: int) -> None:
+        plots = self.sizes("svg.plot")
+        assert len(plots) >= min_plots
+        assert all(p["w"] > 50 and p["h"] > 50 for p in plots), plots
+        images = self.sizes("img.grid-row")
+        assert len(images) >= min_images
+        assert all(i["complete"] and i["nw"] > 0 and i["w"] > 0 and i["h"] > 0 for i in images), images
+
+
+@pytest.fixture(scope="module")
+def sweep_report(tmp_path_factory) -> Path:
+    """An nfe_sweep-scale report: 7 samplers of every family, 2 resolutions, cpu + cuda (skipped), 8 grid images."""
+    folder = tmp_path_factory.mktemp("sweep")
+    samplers = (DEFAULT_SAMPLERS[0].__class__(EVIL_SAMPLER, *[getattr(DEFAULT_SAMPLERS[0], f) for f in
+                ("family", "fd_scale", "fd_decay", "ms_per_nfe", "nfe_per_step", "intercept", "nfe")]),
+                *DEFAULT_SAMPLERS[1:])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(bench.datasets._DATASETS, "evil-prompts", f"{__name__}:EvilPromptDataset")
+        make_store(folder / "bench.sqlite", suite="nfe_sweep", samplers=samplers, grid=8, dataset="evil-prompts")
+        return write_report(folder / "bench.sqlite", out=folder / "nfe_sweep.html")
+
+
+def test_sweep_report_renders_fast_small_and_clean(browser, sweep_report, tmp_path):
+    size = sweep_report.stat().st_size
+    assert size < MAX_BYTES, f"report is {size / 1e6:.2f} MB"
+    opened = Opened(browser, sweep_report)
+    page = opened.page
+    try:
+        shot = tmp_path / "nfe_sweep-report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"\nnfe_sweep-scale report: {size / 1e6:.2f} MB, load event at {opened.load_ms:.0f} ms "
+              f"(wall {opened.wall_ms:.0f} ms); screenshot {shot}")
+        assert opened.load_ms < MAX_RENDER_MS and opened.wall_ms < MAX_RENDER_MS
+        opened.assert_clean()
+        # 2 measured panels x (FD, CLIP) x (vs latency, vs NFE) + latency vs NFE, + memory; a strip per cell
+        opened.assert_rendered(min_plots=11, min_images=54)
+        assert shot.stat().st_size > 10_000
+
+        # escaped and inert: the hostile prompt and sampler id show up as text and run nothing
+        header = page.inner_text("table.grid thead")
+        for prompt in EVIL_PROMPTS:
+            assert prompt in header
+        assert page.evaluate("window.__pwned") is None
+        assert EVIL_SAMPLER in page.inner_text("#headline") + page.inner_text("table.results")
+        assert page.locator("table.grid thead b").count() == 0 and page.locator("table.grid thead img").count() == 0
+
+        # light JS works: the budget box answers, a header click sorts the table
+        assert "ship" in page.inner_text(".budget-box output")
+        table = page.locator("table.results").first
+        fd_col = next(i for i, t in enumerate(table.locator("thead th").all_inner_texts()) if t.startswith("FD "))
+        table.locator("thead th").nth(fd_col).click()
+        values = [float(v) for v in table.locator(f"tbody tr:not(.pinned) td:nth-child({fd_col + 1})").evaluate_all(
+            "tds => tds.map(td => td.dataset.v)")]
+        assert values == sorted(values) and len(values) > 10
+        front_only = table.locator("tbody tr:not(.pinned)").count()
+        page.locator("input.front-toggle").first.check()
+        assert 0 < table.locator("tbody tr:visible").count() < front_only
+    finally:
+        page.close()
+
+
+def test_real_run_writes_a_report_that_renders(browser, write_suite, tmp_path, capsys):
+    from tests.conftest import TINY_SUITE
+
+    out = tmp_path / "reports" / "tiny.html"
+    samplers = "- {id: euler, adapter: analytic-euler, options: {components: 4}}"
+    body = TINY_SUITE.format(samples=16, timeout=60, samplers=textwrap.indent(samplers, "  "))
+    assert "report: {grid: 2}" in body
+    suite = write_suite(body.replace("report: {grid: 2}", f"report: {{grid: 2, out: '{out}'}}"))
+    store = tmp_path / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(store), "--no-progress"]) == 0
+    assert f"report: {out}" in capsys.readouterr().out
+    opened = Opened(browser, out)
+    try:
+        opened.assert_clean()
+        opened.assert_rendered(min_plots=3, min_images=3)
+        text = opened.page.inner_text("body")
+        assert "pixel mse to ref" in text and "euler @ 4 NFE" in text and "mode " in text  # gmm class prompts
+    finally:
+        opened.page.close()
+
+    # a report that cannot be written is a warning; the run keeps its exit code and its results
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    bad = write_suite(body.replace("report: {grid: 2}", f"report: {{grid: 2, out: '{blocker}/x.html'}}"), "bad.yaml")
+    assert main(["run", str(bad), "--store", str(store), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: the report was not written" in captured.err and "report:" not in captured.out
+    assert len(bench.load_results(str(store)).drop_duplicates("cell_key")) == 3
