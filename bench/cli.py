@@ -27,6 +27,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"from earlier runs, {len(summary.failed)} failed; {summary.skipped} skipped "
           f"({summary.wall_seconds:.1f} s{overhead})")
     print(f"results: {args.store}  (bench export --store {args.store} --run {summary.run_id})")
+    from bench.report.command import report_after_run
+
+    report_after_run(args.suite, args.store, summary.run_id)
     if summary.failed:
         print(f"{len(summary.failed)} failed cell(s):", file=sys.stderr)
         for cell, err in summary.failed:
@@ -227,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_parser("verify", help="check shipped weights against their recorded hashes")
     zs.add_parser("card", help="print each model's recipe, size and measured quality")
     z.set_defaults(fn=_cmd_zoo)
+    from bench.gate import register_cli as _gate_cli
+
+    _gate_cli(sub)
+    from bench.report.command import register_cli as _report_cli
+
+    _report_cli(sub)
     return p
 
 

@@ -118,23 +118,48 @@ class SamplerSpec(_Strict):
 
 
 class GateRule(_Strict):
-    """Tolerance for one metric; direction comes from the metric's higher_is_better."""
+    """Tolerance for one metric (the key `fd` also covers its variants `fd:<space>`); the direction comes from
+    the metric's higher_is_better. A change fails `bench gate` when it is worse than the baseline by more than
+    every tolerance given (rel_tol x |baseline|, abs_tol) and, with `significance: ci`, the run's and the
+    baseline's intervals do not overlap. Defaults live in bench/gate.py."""
 
-    rel_tol: float | None = Field(default=None, ge=0)
-    abs_tol: float | None = Field(default=None, ge=0)
-    significance: Literal["ci", "none"] = "ci"
+    rel_tol: float | None = Field(default=None, ge=0, description="Allowed relative worsening, e.g. 0.1 = 10%.")
+    abs_tol: float | None = Field(default=None, ge=0, description="Allowed absolute worsening, in the metric's unit.")
+    significance: Literal["ci", "none"] = Field(
+        default="ci", description="ci: fail only when the confidence intervals (IQR for latency) do not overlap.")
+    normalize: Literal["auto", "calibration", "none"] = Field(
+        default="auto", description="calibration: compare value / calibration_ms (hardware-normalised); auto: "
+                                    "calibration for latency_* metrics, none otherwise.")
 
 
 class FrontGate(_Strict):
-    quality: str = "fd"
+    """Quality-vs-latency front: every point of the baseline's Pareto front (per hardware x resolution) must
+    still be matched by some point of the run with quality <= q x (1 + tol_quality) at latency <= l x
+    (1 + tol_latency). Unset tolerances take bench/gate.py's defaults."""
+
+    quality: str = Field(default="fd", description="Lower-is-better quality metric (fd also covers fd:<space>).")
     latency: str = "latency_ms_per_image"
-    tol_quality: float = Field(default=0.05, ge=0)
-    tol_latency: float = Field(default=0.25, ge=0)
+    tol_quality: float | None = Field(default=None, ge=0)
+    tol_latency: float | None = Field(default=None, ge=0)
+    normalize: Literal["calibration", "none"] = "calibration"
+    significance: Literal["ci", "none"] = Field(
+        default="ci", description="ci: a run point whose interval (CI for quality, IQR for latency) overlaps the "
+                                  "front point's also keeps it (the per-metric rules' notion of a significant change).")
 
 
 class Gates(_Strict):
+    """Regression gates for `bench gate` (see docs/ci.md)."""
+
+    defaults: bool = Field(default=True, description="Also apply the built-in rules (fd, latency_ms_per_image, "
+                                                      "nfe_counted) and front gate, unless overridden here.")
     metrics: dict[str, GateRule] = Field(default_factory=dict)
     front: FrontGate | None = None
+    calibration: Literal["cell", "run"] = Field(
+        default="cell", description="cell: divide each cell's latency by the calibration timed right after it; "
+                                    "run: by the median calibration of the run on that hardware.")
+    drift: bool = Field(
+        default=True, description="Widen latency tolerances by the calibration drift (max / min calibration time "
+                                  "across a run's cells): a change inside the machine's own variation is a tie.")
 
 
 class ReportSpec(_Strict):
