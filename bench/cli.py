@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     zt = zs.add_parser("train", help="reproduce a zoo checkpoint from its recorded recipe")
     zt.add_argument("model")
     zt.add_argument("--out", default=None, help="output folder (default: the package's weights folder)")
-    zt.add_argument("--device", default="cpu")
+    zt.add_argument("--device", default=None, help="cuda when available, else cpu")
     zs.add_parser("verify", help="check shipped weights against their recorded hashes")
     zs.add_parser("card", help="print each model's recipe, size and measured quality")
     z.set_defaults(fn=_cmd_zoo)

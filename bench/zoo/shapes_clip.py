@@ -17,6 +17,7 @@ signal) and loads the model through `open_clip.create_model_and_transforms(name,
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ def build_model(device: Any = "cpu") -> torch.nn.Module:
     return open_clip.create_model(MODEL_NAME, pretrained=None, device=device)
 
 
+@functools.lru_cache(maxsize=1)
 def tokenizer() -> Any:
     register()
     import open_clip
@@ -85,11 +87,11 @@ def to_compact(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def from_compact(state: dict[str, torch.Tensor], vocab_size: int = 49408) -> dict[str, torch.Tensor]:
-    out = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
+    out = {k: (v.float() if v.is_floating_point() else v).cpu() for k, v in state.items()
            if not k.startswith("token_embedding.")}
-    rows = state["token_embedding.rows"].float()
+    rows = state["token_embedding.rows"].float().cpu()
     emb = torch.zeros(vocab_size, rows.shape[1])
-    emb[state["token_embedding.ids"].long()] = rows
+    emb[state["token_embedding.ids"].long().cpu()] = rows
     out["token_embedding.weight"] = emb
     return out
 
@@ -125,6 +127,8 @@ def load_shapes_clip(device: Any = "cpu") -> tuple[torch.nn.Module, dict[str, An
         "sha256": digest,
         "embed_dim": int(model.text_projection.shape[1]),
         "image_size": IMAGE_SIZE,
+        "mean": (MEAN,) * 3,
+        "std": (STD,) * 3,
         "preprocessing": PREPROCESSING,
     }
     return model, info

@@ -11,6 +11,7 @@ sigma' = shift * sigma / (1 + (shift - 1) * sigma); shift > 1 spends more steps 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -33,7 +34,7 @@ def time_grid(steps: int, shift: float = 1.0) -> list[float]:
 
 def euler(velocity: Velocity, x: torch.Tensor, steps: int, shift: float = 1.0) -> torch.Tensor:
     ts = time_grid(steps, shift)
-    for s, t in zip(ts[:-1], ts[1:], strict=True):
+    for s, t in itertools.pairwise(ts):
         x = x + (t - s) * velocity(x, s)
     return x
 
@@ -41,13 +42,11 @@ def euler(velocity: Velocity, x: torch.Tensor, steps: int, shift: float = 1.0) -
 def heun(velocity: Velocity, x: torch.Tensor, steps: int, shift: float = 1.0) -> torch.Tensor:
     """Heun's second-order method; the final step is plain Euler (NFE = 2 * steps - 1)."""
     ts = time_grid(steps, shift)
-    for i, (s, t) in enumerate(zip(ts[:-1], ts[1:], strict=True)):
+    for i, (s, t) in enumerate(itertools.pairwise(ts)):
         d0 = velocity(x, s)
         x_pred = x + (t - s) * d0
-        if i == steps - 1:
-            x = x_pred
-        else:
-            x = x + (t - s) * 0.5 * (d0 + velocity(x_pred, t))
+        last = i == steps - 1
+        x = x_pred if last else x + (t - s) * 0.5 * (d0 + velocity(x_pred, t))
     return x
 
 
@@ -73,7 +72,7 @@ def dpm_solver_pp(velocity: Velocity, x: torch.Tensor, steps: int, shift: float 
     ts = time_grid(steps, shift)
     prev_x1: torch.Tensor | None = None
     prev_h = math.inf
-    for s, t in zip(ts[:-1], ts[1:], strict=True):
+    for s, t in itertools.pairwise(ts):
         x1 = x + (1.0 - s) * velocity(x, s)
         h = _lam(t) - _lam(s)
         if t >= 1.0:

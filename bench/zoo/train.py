@@ -45,12 +45,15 @@ class Recipe:
     cond_dropout: float = 0.1
     grad_clip: float = 1.0
     max_seconds: float | None = None  # if set: time the first steps, then fix `steps` to fit the budget
+    init: str | None = None  # start from these weights (a recorded earlier stage), else from scratch
 
 
 DEFAULTS = {
-    "shapes-clip": Recipe(model="shapes-clip", seed=0, steps=3000, batch=1024, lr=1e-3, warmup=200,
+    # First-stage defaults; the shipped recipes (steps fixed by the GPU time budget, and the teacher's
+    # second stage) are recorded in bench/zoo/weights/manifest.json and replayed by `bench zoo train`.
+    "shapes-clip": Recipe(model="shapes-clip", seed=0, steps=941, batch=1024, lr=1e-3, warmup=200,
                           weight_decay=0.1, ema=0.0),
-    "teacher": Recipe(model="teacher", seed=0, steps=20000, batch=512, batch32=128, lr=1e-3, warmup=300,
+    "teacher": Recipe(model="teacher", seed=0, steps=3346, batch=1024, batch32=256, lr=1e-3, warmup=300,
                       ema=0.9995),
 }
 
@@ -131,7 +134,7 @@ def _hardware(device: torch.device) -> dict[str, Any]:
 
 
 def train_shapes_clip(out_dir: Path, device: str = "cpu", log: Callable[[str], None] = print,
-                      **overrides: Any) -> dict[str, Any]:
+                      eval_n: int = 1000, **overrides: Any) -> dict[str, Any]:
     from bench.zoo import shapes_clip
 
     r = Recipe(**{**asdict(DEFAULTS["shapes-clip"]), **overrides})
@@ -167,14 +170,14 @@ def train_shapes_clip(out_dir: Path, device: str = "cpu", log: Callable[[str], N
     out_dir.mkdir(parents=True, exist_ok=True)
     state = shapes_clip.to_compact(checkpoints.fp16_roundtrip(model.state_dict()))
     shipped = shapes_clip.load_from_state(state, dev)
-    acc32 = shapes_clip.attribute_accuracy(shipped, n=1000, resolution=32)
-    acc16 = shapes_clip.attribute_accuracy(shipped, n=1000, resolution=16)
-    log(f"shapes-clip zero-shot accuracy (eval, 1000 images) @32 {acc32} @16 {acc16}")
+    acc32 = shapes_clip.attribute_accuracy(shipped, n=eval_n, resolution=32)
+    acc16 = shapes_clip.attribute_accuracy(shipped, n=eval_n, resolution=16)
+    log(f"shapes-clip zero-shot accuracy (eval, {eval_n} images) @32 {acc32} @16 {acc16}")
     path = out_dir / checkpoints.FILES["shapes-clip"]
     digest = checkpoints.save_fp16(state, path, {"model": "shapes-clip", "config": "configs/shapes-clip.json"})
     recipe = {**asdict(r), "steps": r.steps, **stats, "hardware": _hardware(dev),
               "parameters": count_parameters(model), "shipped_parameters": sum(v.numel() for v in state.values()),
-              "quality": {"attribute_accuracy_32": acc32, "attribute_accuracy_16": acc16, "n": 1000},
+              "quality": {"attribute_accuracy_32": acc32, "attribute_accuracy_16": acc16, "n": eval_n},
               "file": path.name, "sha256": digest, "bytes": path.stat().st_size}
     (out_dir / "shapes_clip.recipe.json").write_text(json.dumps(recipe, indent=2))
     return recipe
@@ -205,8 +208,17 @@ def train_teacher(out_dir: Path, device: str = "cpu", log: Callable[[str], None]
     r = Recipe(**{**asdict(DEFAULTS["teacher"]), **overrides})
     dev = torch.device(device)
     torch.manual_seed(r.seed)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
     rng = np.random.default_rng(r.seed)
     model = ShapesTeacher().to(dev)
+    if r.init:
+        from bench.zoo.teacher import load_teacher
+
+        model.load_state_dict(load_teacher("cpu", Path(r.init)).state_dict())
+        log(f"teacher: initialised from {r.init} (sha256 {checkpoints.sha256(Path(r.init))[:12]})")
+        r.init = f"{Path(r.init).name}@{checkpoints.sha256(Path(r.init))}"
+    model = model.to(dev)
     ema = ShapesTeacher().to(dev)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -239,7 +251,7 @@ def train_teacher(out_dir: Path, device: str = "cpu", log: Callable[[str], None]
         return {"loss16": float(l16.detach()), "loss32": float(l32.detach())}
 
     def after_step(step: int) -> None:
-        d = min(r.ema, (1 + step) / (10 + step))
+        d = min(r.ema, 1 - 5 / max(r.steps, 10), (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - d)
@@ -269,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--max-seconds", type=float)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--init", help="teacher: start from this checkpoint (a second training stage)")
     p.add_argument("--n", type=int, default=2000, help="eval: number of prompts")
     p.add_argument("--quick", action="store_true", help="eval: a reduced grid (smoke test)")
     a = p.parse_args(argv)
@@ -284,11 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.model == "eval":
         from bench.zoo.quality import evaluate_teacher
 
-        res = evaluate_teacher(a.out, a.device, n=a.n, quick=a.quick, log=log)
+        res = evaluate_teacher(a.out, a.device, n=a.n, quick=a.quick, log=log, save_to=a.out / "eval.json")
         (a.out / "eval.json").write_text(json.dumps(res, indent=2))
         return 0
     overrides = {k: v for k, v in {"steps": a.steps, "batch": a.batch, "batch32": a.batch32, "lr": a.lr,
-                                   "seed": a.seed, "max_seconds": a.max_seconds}.items() if v is not None}
+                                   "seed": a.seed, "max_seconds": a.max_seconds, "warmup": a.warmup,
+                                   "init": a.init}.items() if v is not None}
     TRAINERS[a.model](a.out, a.device, log=log, **overrides)
     return 0
 
