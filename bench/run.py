@@ -79,7 +79,7 @@ def run_suite(suite_path: str | Path, store_path: str | Path = "runs/bench.sqlit
               ) -> RunSummary:
     """Run every planned cell not already done in the store; failed cells do not stop the sweep."""
     t_start = time.perf_counter()
-    ex = _executor(executor, jobs, 1800.0, isolate, executor_options or {})
+    ex = _executor(executor, jobs, 1800.0, isolate, executor_options or {}, Path(store_path).parent)
     if hasattr(ex, "prestart"):
         ex.prestart()  # worker imports overlap suite validation and planning
     try:
@@ -94,7 +94,7 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
     from bench.hardware import fingerprint, library_versions
 
     suite = load_suite(suite_path)
-    cells = plan(suite)
+    cells = plan(suite, check_hardware=executor != "ray")  # on Ray the cluster, not this machine, decides
     with Store(store_path) as store:
         keys = [c.key for c in cells if c.status == "planned"]
         done = set() if force else store.done_keys(keys)
@@ -115,6 +115,9 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
             if result.status == "done":
                 summary.computed += 1
                 bar.set_postfix_str(f"{task.cell.sampler_id}@{task.cell.nfe}: {_summarise_metrics(result)}")
+            elif result.status == "skipped":  # the executor found no place to run it (e.g. no such GPU on Ray)
+                summary.skipped += 1
+                bar.write(f"SKIPPED {task.cell.label}: {result.error}")
             else:
                 summary.failed.append((task.cell, result.error or "failed"))
                 bar.write(f"FAILED {task.cell.label}: {result.error}")
@@ -134,7 +137,8 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
     return summary
 
 
-def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict[str, Any]) -> Any:
+def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict[str, Any],
+              run_dir: Path | None = None) -> Any:
     if name == "local":
         from bench.executors.local import LocalExecutor
 
@@ -144,7 +148,7 @@ def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict
             from bench.executors.ray import RayExecutor
         except ImportError as e:
             raise BenchError(f"the ray executor needs the [ray] extra: pip install 'flowmap-bench[ray]' ({e})") from None
-        return RayExecutor(timeout=timeout, **options)
+        return RayExecutor(timeout=timeout, run_dir=run_dir or "runs", **options)
     raise BenchError(f"unknown executor {name!r} (local, ray)")
 
 
