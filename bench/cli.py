@@ -141,6 +141,12 @@ def _offline_checks() -> list[tuple[str, bool, str]]:
         checks.extend(verify())
     except ImportError:
         checks.append(("zoo weights", False, "bench.zoo not available"))
+    try:
+        from bench.adapters.hf.weights import offline_status as hf_status
+
+        checks.extend(hf_status())
+    except ImportError:
+        pass
     return checks
 
 
@@ -240,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    # torch.utils.cpp_extension warns "No CUDA runtime is found" on every CPU-only import: not news to users.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -40,6 +40,7 @@ class Dataset(Protocol):
 _DATASETS: dict[str, str] = {
     "gmm": "bench.zoo.gmm:GaussianMixtureDataset",
     "shapes": "bench.zoo.shapes:ShapesDataset",
+    "prompts": "bench.datasets_prompts:PromptDataset",
 }
 
 

@@ -39,6 +39,7 @@ class HardwareSpec:
             opts.append("compile=true")
         if self.accelerator:
             opts.append(f"accelerator={self.accelerator}")
+        opts += [f"{k}={v}" for k, v in self.extra]
         return self.device + (":" + ",".join(opts) if opts else "")
 
     @classmethod
@@ -49,7 +50,7 @@ class HardwareSpec:
         if not m:
             raise BenchError(
                 f"hardware {text!r}: expected cpu, cuda, cuda:N or mps, optionally followed by "
-                ":key=value,... (threads, dtype, compile, accelerator)"
+                ":key=value,... (threads, dtype, compile, accelerator, attention)"
             )
         device, rest = m.group(1), m.group(2)
         kwargs: dict[str, Any] = {}
@@ -72,9 +73,11 @@ class HardwareSpec:
                     kwargs["compile"] = value.lower() in ("true", "1", "compile")
                 elif key == "accelerator":
                     kwargs["accelerator"] = value
+                elif key == "attention":  # attention backend for adapters that have one (e.g. diffusers)
+                    kwargs["extra"] = (*kwargs.get("extra", ()), ("attention", value))
                 else:
                     raise BenchError(
-                        f"hardware {text!r}: unknown option {key!r} (threads, dtype, compile, accelerator)"
+                        f"hardware {text!r}: unknown option {key!r} (threads, dtype, compile, accelerator, attention)"
                     )
         return cls(device=device, **kwargs)
 
