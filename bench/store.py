@@ -189,7 +189,8 @@ class Store:
                c.samples_dir
         FROM run_cells rc
         LEFT JOIN cells c ON c.cell_key = rc.cell_key
-        LEFT JOIN metrics m ON m.cell_key = rc.cell_key AND rc.status NOT IN ('skipped', 'failed')
+        LEFT JOIN metrics m ON m.cell_key = rc.cell_key AND rc.status != 'skipped'
+             AND (rc.status != 'failed' OR c.run_id = rc.run_id)  -- a failed cell keeps the metrics it got
         WHERE rc.run_id = ?
         ORDER BY rc.rowid, m.name
         """

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -323,21 +324,16 @@ class ClipModel:
     weights_sha256: str
     weights_source: str
     device: torch.device
+    # The model's own preprocessing (uint8 NCHW -> normalised input), if it ships one; else open_clip's bicubic.
+    native_preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None
+    native_description: str = "bicubic-aa-uint8"
 
     def preprocess(self, images: torch.Tensor, resize: str) -> torch.Tensor:
         s = self.image_size
+        if resize == "native" and self.native_preprocess is not None:
+            return self.native_preprocess(images.to(self.device))
         x = resize_clean(images, s) if resize == "clean" else resize_bicubic_uint8(images, s)
         return _normalize(x.to(self.device) / 255.0, self.mean, self.std)
-
-    def encode_images(self, images: torch.Tensor, resize: str = "native", batch_size: int = 256,
-                      normalize: bool = False) -> torch.Tensor:
-        out = []
-        with torch.inference_mode():
-            for start in range(0, images.shape[0], batch_size):
-                f = self.model.encode_image(self.preprocess(images[start:start + batch_size].cpu(), resize))
-                out.append(f.float().cpu())
-        feats = torch.cat(out) if out else torch.zeros(0, 0)
-        return F.normalize(feats, dim=-1) if normalize else feats
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """L2-normalised text embeddings (float32, CPU)."""
@@ -345,7 +341,7 @@ class ClipModel:
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 tokens = self.tokenizer(list(texts[start:start + batch_size])).to(self.device)
-                out.append(self.model.encode_text(tokens).float().cpu())
+                out.append(self.model.encode_text(tokens).float().cpu())  # type: ignore[operator]
         return F.normalize(torch.cat(out), dim=-1)
 
     def provenance(self) -> dict[str, Any]:
@@ -368,11 +364,11 @@ class ClipSpace(FeatureSpace):
 
     @property
     def preprocessing(self) -> str:
-        policy = "clean-pil-bicubic" if self.resize == "clean" else "bicubic-aa-uint8"
+        policy = "clean-pil-bicubic" if self.resize == "clean" else self.clip.native_description
         return f"{policy}:{self.input_size}:mean{list(self.clip.mean)}:std{list(self.clip.std)}"
 
     def embed_batch(self, images: torch.Tensor) -> torch.Tensor:
-        return self.clip.model.encode_image(self.clip.preprocess(images, self.resize))
+        return self.clip.model.encode_image(self.clip.preprocess(images, self.resize))  # type: ignore[operator]
 
 
 class DinoV2Space(FeatureSpace):
@@ -436,7 +432,7 @@ def _inception_weights(options: dict[str, Any], allow_download: bool) -> tuple[P
         return hub_file, "torch hub cache"
     if allow_download:
         hub_file.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(INCEPTION_URL, str(hub_file), progress=False)
+        torch.hub.download_url_to_file(INCEPTION_URL, str(hub_file), hash_prefix="6726825d", progress=False)
         return hub_file, f"downloaded from {INCEPTION_URL}"
     raise MissingWeightsError(
         f"inception-v3 weights not found: {INCEPTION_FILE} is not in the torch hub cache {hub_file.parent} and "
@@ -462,23 +458,20 @@ def _cached_open_clip_file(cfg: dict[str, Any]) -> str | None:
     """The local file an open_clip pretrained tag resolves to, if it is already cached (no network)."""
     if cfg.get("file") and Path(cfg["file"]).is_file():
         return str(cfg["file"])
-    if cfg.get("hf_hub"):
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # pragma: no cover - huggingface_hub ships with open_clip
-            try_to_load_from_cache = None
-        if try_to_load_from_cache is not None:
-            model_id, filename = os.path.split(cfg["hf_hub"])
-            filename = filename or "open_clip_pytorch_model.bin"
-            names = [filename]
-            if filename == "open_clip_pytorch_model.bin":
-                names.insert(0, "open_clip_model.safetensors")
-            elif filename.endswith((".bin", ".pth")):
-                names.insert(0, filename[:-4] + ".safetensors")
-            for name in names:
-                found = try_to_load_from_cache(model_id, name)
-                if isinstance(found, str) and Path(found).is_file():
-                    return found
+    if cfg.get("hf_hub") and importlib.util.find_spec("huggingface_hub") is not None:  # ships with open_clip
+        from huggingface_hub import try_to_load_from_cache
+
+        model_id, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or "open_clip_pytorch_model.bin"
+        names = [filename]
+        if filename == "open_clip_pytorch_model.bin":
+            names.insert(0, "open_clip_model.safetensors")
+        elif filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        for name in names:
+            found = try_to_load_from_cache(model_id, name)
+            if isinstance(found, str) and Path(found).is_file():
+                return found
     if cfg.get("url"):
         p = Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
         if p.is_file():
@@ -502,6 +495,7 @@ def load_open_clip(model_name: str, pretrained: str | None, device: torch.device
                          "open_clip.add_model_config, or see open_clip.list_models())")
     path = Path(pretrained).expanduser()
     force: dict[str, Any] = {}
+    quick_gelu = False
     if path.is_file():
         checkpoint, source, tag = str(path), str(path), path.name
     elif _is_pathlike(pretrained):
@@ -522,9 +516,10 @@ def load_open_clip(model_name: str, pretrained: str | None, device: torch.device
         checkpoint = cached if cached is not None else open_clip.download_pretrained(cfg)
         source, tag = f"{checkpoint} (pretrained tag {pretrained})", pretrained
         force = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+        quick_gelu = bool(cfg.get("quick_gelu", False))  # what the tag was trained with
     try:
         model = open_clip.create_model(model_name, pretrained=checkpoint, device=device,
-                                       force_preprocess_cfg=force or None)
+                                       force_preprocess_cfg=force or None, force_quick_gelu=quick_gelu)
     except RuntimeError as e:
         first = (str(e).strip().splitlines() or ["load failed"])[0]
         raise BenchError(f"clip:{model_name}: cannot load {checkpoint}: {first}") from None
@@ -548,7 +543,11 @@ def _info_get(info: Any, *names: str) -> Any:
 
 
 def load_shapes_clip(device: torch.device) -> ClipModel:
-    """The embedded shapes-clip through `SHAPES_CLIP_LOADER` (`load_shapes_clip(device) -> (model, info)`)."""
+    """The embedded shapes-clip through `SHAPES_CLIP_LOADER` (`load_shapes_clip(device) -> (model, info)`).
+
+    Uses the module's own `preprocess` (native policy) and `tokenizer()` when it has them; `info` may carry
+    sha256, file, image_size, mean, std, tokenizer.
+    """
     module_name, _, attr = SHAPES_CLIP_LOADER.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -568,20 +567,31 @@ def load_shapes_clip(device: torch.device) -> ClipModel:
     model = model.to(device).eval()
     visual = getattr(model, "visual", None)
     pp = getattr(visual, "preprocess_cfg", None) or {}
-    size = _info_get(info, "image_size", "input_size", "size") or pp.get("size") or getattr(visual, "image_size", 32)
-    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    found: Any = _info_get(info, "image_size", "input_size") or getattr(module, "IMAGE_SIZE", None) \
+        or pp.get("size") or getattr(visual, "image_size", 32)
+    size = int(found[0] if isinstance(found, (tuple, list)) else found)
+
+    def triple(v: Any) -> tuple[float, ...] | None:
+        return None if v is None else tuple(float(x) for x in v) if isinstance(v, (tuple, list)) else (float(v),) * 3
+
+    mean = triple(_info_get(info, "mean")) or triple(getattr(module, "MEAN", None)) or tuple(pp.get("mean", OPENAI_MEAN))
+    std = triple(_info_get(info, "std")) or triple(getattr(module, "STD", None)) or tuple(pp.get("std", OPENAI_STD))
     tokenizer = _info_get(info, "tokenizer")
+    if tokenizer is None and callable(getattr(module, "tokenizer", None)):
+        tokenizer = module.tokenizer()
     if tokenizer is None:
         import open_clip
 
-        tokenizer = open_clip.get_tokenizer(_info_get(info, "model_name", "config_name") or "",
-                                            context_length=getattr(model, "context_length", None))
-    sha = _info_get(info, "weights_sha256", "sha256", "hash") or tensors_sha256(model.state_dict())
-    source = _info_get(info, "weights_path", "path", "source") or SHAPES_CLIP_LOADER
-    return ClipModel(label="shapes-clip", model=model, tokenizer=tokenizer, image_size=size,
-                     mean=tuple(_info_get(info, "mean") or pp.get("mean", OPENAI_MEAN)),
-                     std=tuple(_info_get(info, "std") or pp.get("std", OPENAI_STD)),
-                     weights_sha256=str(sha), weights_source=str(source), device=device)
+        tokenizer = open_clip.get_tokenizer(_info_get(info, "name", "model_name") or "")
+    native = getattr(module, "preprocess", None)
+    sha = _info_get(info, "sha256", "weights_sha256") or tensors_sha256(model.state_dict())
+    source = _info_get(info, "file", "weights_path") or SHAPES_CLIP_LOADER
+    pretrained = _info_get(info, "pretrained")
+    return ClipModel(label="shapes-clip", model=model, tokenizer=tokenizer, image_size=size, mean=mean, std=std,
+                     weights_sha256=str(sha), weights_source=f"{source}" + (f" ({pretrained})" if pretrained else ""),
+                     device=device, native_preprocess=native if callable(native) else None,
+                     native_description=str(getattr(module, "PREPROCESSING", f"{module_name}.preprocess"))
+                     if callable(native) else "bicubic-aa-uint8")
 
 
 def parse_clip_spec(arg: str, options: dict[str, Any]) -> tuple[str, str | None]:

@@ -202,7 +202,7 @@ def fd_infinity(feats: Any, ref_feats: Any, seed: int | tuple[int, ...], points:
         raise InsufficientSamplesError(
             f"FD∞ needs {points} subset sizes between D+1={d + 1} and N={n}; use more samples or fewer points"
         )
-    ns = sorted({int(round(v)) for v in np.linspace(lo, n, points)})
+    ns = sorted({round(float(v)) for v in np.linspace(lo, n, points)})
     rng = np.random.default_rng(seed)
     fds = []
     for m in ns:

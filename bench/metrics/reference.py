@@ -53,7 +53,7 @@ def key_digest(key: dict[str, Any]) -> str:
 def reference_key(dataset: Any, resolution: int, space: FeatureSpace, indices: Sequence[int],
                   role: str) -> dict[str, Any]:
     """The full identity of a reference set's features: change any field and the cache entry changes."""
-    idx = list(indices)
+    idx = [int(i) for i in indices]
     return {
         "format": FORMAT,
         "role": role,

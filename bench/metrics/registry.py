@@ -53,8 +53,16 @@ class QualityContext:
 
 MetricFn = Callable[[QualityContext, dict[str, Any]], list[MetricResult]]
 
-# name -> "module:function"; filled by the metrics issue's modules.
-_METRICS: dict[str, str] = {}
+# name -> "module:function" (imported on first use, so listing metrics loads no heavy library).
+_METRICS: dict[str, str] = {
+    "fd": "bench.metrics.fd:fd_metric",
+    "fd_floor": "bench.metrics.fd:fd_floor_metric",
+    "kid": "bench.metrics.fidelity:kid_metric",
+    "precision_recall": "bench.metrics.fidelity:precision_recall_metric",
+    "precision": "bench.metrics.fidelity:precision_metric",
+    "recall": "bench.metrics.fidelity:recall_metric",
+    "clip_score": "bench.metrics.clip_score:clip_score_metric",
+}
 _LOADED: dict[str, MetricFn] = {}
 
 
@@ -78,9 +86,22 @@ def is_metric(name: str) -> bool:
 
 
 def get_metric(name: str) -> MetricFn:
-    """The metric function for a registered name or a 'module.path:function' string."""
+    """The metric function for a registered name, a `name:variant`, or a 'module.path:function' string.
+
+    `name:variant` (e.g. `fd:pixels`, `clip_score:ViT-B-32:openai`), where `name` is registered, calls that
+    metric with options['variant'] set, so a suite can ask for one metric several times (FD in two feature
+    spaces); the metric stores its results under names carrying the variant (`fd:pixels`, `fd_floor:pixels`).
+    """
     if name in _LOADED:
         return _LOADED[name]
+    base, sep, variant = name.partition(":")
+    if sep and variant and name not in _METRICS and base in _METRICS:
+        fn = get_metric(base)
+
+        def with_variant(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResult]:
+            return fn(ctx, {**(options or {}), "variant": variant})
+
+        return with_variant
     target = _METRICS.get(name, name if ":" in name else None)
     if target is None:
         raise BenchError(f"unknown metric {name!r} (known: {', '.join(metric_names()) or 'none'}; "

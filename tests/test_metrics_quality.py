@@ -1,0 +1,232 @@
+"""Quality metrics through the registry on analytic-world cells: names, uncertainty, provenance, caching, reuse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.metrics import InsufficientSamplesError, metric_names
+from bench.metrics.features import build_feature_space
+from bench.metrics.fidelity import calculate_metrics
+from bench.metrics.frechet import frechet_distance
+from bench.metrics.reference import key_digest, reference_key
+from bench.metrics.registry import QualityContext, get_metric
+from bench.zoo.gmm import GaussianMixtureDataset
+from tests._netblock import no_network  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("no_network")
+
+N, RES = 256, 8
+PIXELS = {"feature_space": "pixels"}
+
+
+def make_ctx(cache: Path, images: torch.Tensor | None = None, n: int = N, res: int = RES, components: int = 8,
+             prompts: bool = True) -> QualityContext:
+    ds = GaussianMixtureDataset(components=components)
+    idx = list(range(n))
+    cond = ds.conditions(idx)
+    if images is None:  # a perfect sampler: fresh draws of the same labels (indices far from any reference set)
+        images = ds.images([i + 5_000_000 for i in idx], res)
+    return QualityContext(images=images, indices=idx, seeds=idx, prompts=cond.prompts if prompts else None,
+                          labels=cond.labels, dataset=ds, resolution=res, device=torch.device("cpu"),
+                          cache_dir=cache, seed=0)
+
+
+def worse_images(n: int = N, res: int = RES) -> torch.Tensor:
+    """An imperfect sampler: right modes, blurred detail and a colour cast."""
+    x = GaussianMixtureDataset().images([i + 5_000_000 for i in range(n)], res).float()
+    x = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False) + 12
+    return x.clamp(0, 255).round().to(torch.uint8)
+
+
+def run(ctx: QualityContext, name: str, options: dict) -> dict:
+    return {r.name: r for r in get_metric(name)(ctx, dict(options))}
+
+
+@pytest.fixture
+def zoo_clip(tmp_path, monkeypatch) -> str:
+    """shapes-clip with random weights in a temporary zoo folder (the shipped weights are not needed)."""
+    from bench.zoo import checkpoints, shapes_clip
+
+    monkeypatch.setenv("BENCH_ZOO_WEIGHTS", str(tmp_path / "zoo"))
+    torch.manual_seed(0)
+    return checkpoints.save_fp16(shapes_clip.to_compact(shapes_clip.build_model().state_dict()),
+                                 checkpoints.weight_path("shapes-clip"), {})
+
+
+def test_registry_lists_the_quality_metrics_and_resolves_variants():
+    assert {"fd", "fd_floor", "kid", "precision_recall", "precision", "recall", "clip_score"} <= set(metric_names())
+    assert callable(get_metric("fd:pixels")) and callable(get_metric("clip_score:ViT-B-32:openai"))
+    assert callable(get_metric("tests.plugins.metrics:sample_stats"))  # module paths still work
+    with pytest.raises(BenchError):
+        get_metric("no_such_metric")
+
+
+def test_smoke_cell_gets_every_number_with_ci_n_and_provenance(tmp_path, zoo_clip):
+    ctx = make_ctx(tmp_path / "cache", worse_images())
+    results = {}
+    for name, opts in (("fd", {**PIXELS, "bootstrap": 100}), ("kid", PIXELS), ("precision_recall", PIXELS),
+                       ("clip_score", {"bootstrap": 100})):
+        results.update(run(ctx, name, opts))
+    assert set(results) == {"fd", "fd_floor", "kid", "precision", "recall", "clip_score:shapes-clip"}
+    lower_better = {"fd", "fd_floor", "kid"}
+    for name, r in results.items():
+        assert r.higher_is_better == (name not in lower_better), name
+        assert r.n == N and r.value is not None and np.isfinite(r.value), name
+        assert r.ci_low is not None and r.ci_low <= r.value <= r.ci_high, name
+        prov = json.loads(json.dumps(r.provenance))  # stored as JSON
+        assert prov["n_samples"] == N and prov["seeds"]["count"] == N and "torch-fidelity" in prov["versions"]
+    fd, floor = results["fd"], results["fd_floor"]
+    space = fd.provenance["feature_space"]
+    assert space["feature_space"] == "pixels" and len(space["weights_sha256"]) == 64
+    assert fd.provenance["noise_floor"] == floor.value and fd.provenance["ci"]["resamples"] == 100
+    assert fd.value > floor.ci_high  # an imperfect sampler sits clearly above the noise floor
+    clip = results["clip_score:shapes-clip"].provenance
+    assert clip["weights_sha256"] == zoo_clip and clip["scale"] == 100.0 and "max(cos, 0)" in clip["clamp"]
+    # features computed once per cell and space, shared by FD / KID / PR; one reference + one disjoint set
+    assert sum(k.startswith("features:pixels") for k in ctx.shared) == 1
+    assert sum(k.startswith("reference:") for k in ctx.shared) == 2
+
+
+def test_perfect_sampler_scores_like_the_noise_floor_and_an_imperfect_one_does_not(tmp_path):
+    good = run(make_ctx(tmp_path / "c"), "fd", {**PIXELS, "bootstrap": 50})
+    bad = run(make_ctx(tmp_path / "c", worse_images()), "fd", {**PIXELS, "bootstrap": 50})
+    floor = good["fd_floor"]
+    assert bad["fd_floor"].value == floor.value  # one floor per (dataset, resolution, space, N)
+    assert bad["fd_floor"].provenance["from_cache"] is True
+    assert good["fd"].value < 2 * floor.ci_high
+    assert bad["fd"].provenance["excess_fd"] > 5 * max(good["fd"].provenance["excess_fd"], floor.value)
+    kid_good = run(make_ctx(tmp_path / "c"), "kid", PIXELS)["kid"]
+    kid_bad = run(make_ctx(tmp_path / "c", worse_images()), "kid", PIXELS)["kid"]
+    assert kid_good.ci_low <= 0.0 < kid_bad.ci_low
+
+
+def test_reference_statistics_are_cached_keyed_and_never_reused_when_stale(tmp_path):
+    cache = tmp_path / "cache"
+    opts = {**PIXELS, "bootstrap": 0, "noise_floor": False}
+    first = run(make_ctx(cache), "fd", opts)["fd"]
+    files = sorted((cache / "reference_stats").glob("ref-*.npz"))
+    assert len(files) == 1 and first.provenance["reference"]["from_cache"] is False
+    again = run(make_ctx(cache), "fd", opts)["fd"]
+    assert again.provenance["reference"]["from_cache"] is True and again.value == first.value
+
+    # every key field makes a new entry: N, resolution, dataset identity, feature-space weights
+    run(make_ctx(cache, n=200, images=make_ctx(cache).images[:200]), "fd", opts)
+    run(make_ctx(cache, res=4), "fd", opts)
+    run(make_ctx(cache, components=4), "fd", opts)
+    run(make_ctx(cache), "fd", {**opts, "dim": 32})
+    assert len(list((cache / "reference_stats").glob("ref-*.npz"))) == 5
+
+    # a file whose stored key differs (stale, or a collision) is recomputed, not reused
+    other = next(p for p in (cache / "reference_stats").glob("ref-*.npz") if p != files[0])
+    shutil.copyfile(other, files[0])
+    redone = run(make_ctx(cache), "fd", opts)["fd"]
+    assert redone.provenance["reference"]["from_cache"] is False and redone.value == first.value
+    files[0].write_bytes(b"not an npz")
+    assert run(make_ctx(cache), "fd", opts)["fd"].value == first.value
+
+
+def test_changing_the_extractors_weights_changes_the_reference_key(tmp_path, monkeypatch):
+    from bench.zoo import checkpoints, shapes_clip
+
+    ctx = make_ctx(tmp_path / "cache")
+    digests = []
+    for seed in (0, 1):
+        monkeypatch.setenv("BENCH_ZOO_WEIGHTS", str(tmp_path / f"zoo{seed}"))
+        torch.manual_seed(seed)
+        checkpoints.save_fp16(shapes_clip.to_compact(shapes_clip.build_model().state_dict()),
+                              checkpoints.weight_path("shapes-clip"), {})
+        space = build_feature_space("shapes-clip")
+        digests.append(key_digest(reference_key(ctx.dataset, RES, space, ctx.indices, "reference")))
+    assert digests[0] != digests[1]
+
+
+def test_floor_uses_a_disjoint_reference_set_of_the_same_size(tmp_path):
+    r = run(make_ctx(tmp_path), "fd_floor", {**PIXELS, "bootstrap": 20})
+    assert set(r) == {"fd_floor"}
+    prov = r["fd_floor"].provenance
+    lo, hi = prov["reference"]["indices_range"]
+    dlo, dhi = prov["disjoint_reference"]["indices_range"]
+    assert (lo, hi) == (0, N - 1) and dlo > hi and dhi - dlo == hi - lo
+    shifted = run(make_ctx(tmp_path), "fd_floor", {**PIXELS, "bootstrap": 20, "floor_offset": 10_000})
+    assert shifted["fd_floor"].provenance["disjoint_reference"]["indices_range"] == [10_000, 10_000 + N - 1]
+    with pytest.raises(BenchError):
+        run(make_ctx(tmp_path), "fd_floor", {**PIXELS, "floor_offset": 3})
+
+
+def test_variants_options_and_errors(tmp_path):
+    ctx = make_ctx(tmp_path)
+    r = run(ctx, "fd:pixels", {"bootstrap": 0, "fd_inf": 6})
+    assert set(r) == {"fd:pixels", "fd_floor:pixels", "fd_inf:pixels"}
+    assert r["fd:pixels"].ci_low is None and r["fd_inf:pixels"].provenance["ns"][-1] == N
+    assert set(run(ctx, "kid:pixels", {})) == {"kid:pixels"}
+    assert set(run(ctx, "precision:pixels", {})) == {"precision:pixels"}
+    for name, opts, text in (("fd", {**PIXELS, "bootstrp": 3}, "unknown option"),
+                             ("fd:pixels", {"feature_space": "inception-v3"}, "keep one"),
+                             ("fd", {**PIXELS, "backend": "tf"}, "backend must be"),
+                             ("fd", {**PIXELS, "bootstrap": 1}, "bootstrap must be"),
+                             ("kid", {**PIXELS, "subset_size": 10_000}, "subset_size")):
+        with pytest.raises(BenchError) as e:
+            run(ctx, name, opts)
+        assert text in str(e.value) and "\n" not in str(e.value), name
+    small = make_ctx(tmp_path, n=40, images=ctx.images[:40])
+    with pytest.raises(InsufficientSamplesError) as e:
+        run(small, "fd", PIXELS)
+    assert "N=40" in str(e.value) and "D=64" in str(e.value)
+
+
+def test_kid_pr_fd_agree_with_torch_fidelity_calculate_metrics(tmp_path):
+    ctx = make_ctx(tmp_path, worse_images())
+    ours = {**run(ctx, "kid", {**PIXELS, "subsets": 20, "subset_size": 100}),
+            **run(ctx, "precision_recall", PIXELS), **run(ctx, "fd", {**PIXELS, "bootstrap": 0})}
+    space = build_feature_space("pixels")
+    ref_images = ctx.dataset.images(ctx.indices, RES)
+    tf = calculate_metrics(space, ctx.images, ref_images, fid=True, kid=True, prc=True, kid_subsets=20,
+                           kid_subset_size=100, rng_seed=ctx.seed)
+    assert ours["kid"].value == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-6)
+    assert ours["precision"].value == tf["precision"] and ours["recall"].value == tf["recall"]
+    assert ours["fd"].value == pytest.approx(tf["frechet_inception_distance"], rel=1e-5)  # tf's float32 mean
+    feats = space.extract(ctx.images)
+    assert ours["fd"].value == pytest.approx(frechet_distance(feats, space.extract(ref_images)), rel=1e-12)
+
+
+def test_kid_from_kernel_rows_is_torch_fidelitys_kid(tmp_path):
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from bench.metrics.fidelity import kid_from_kernel_rows
+
+    rng = np.random.default_rng(0)
+    for n1, n2, d, subsets, size, degree, coef0 in ((300, 250, 16, 30, 120, 3, 1.0), (500, 500, 64, 10, 250, 2, 0.5)):
+        a = rng.normal(size=(n1, d))
+        b = rng.normal(size=(n2, d)) * 1.2 + 0.1
+        tf = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=subsets,
+                                    kid_subset_size=size, kid_kernel_poly_degree=degree, kid_kernel_poly_coef0=coef0,
+                                    rng_seed=7, verbose=False)
+        mean, std = kid_from_kernel_rows(a, b, subsets, size, degree, coef0, seed=7)
+        assert mean == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-9)
+        assert std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-7)
+    ctx = make_ctx(tmp_path)  # the metric's two backends agree on float32 features too
+    fast = run(ctx, "kid", {**PIXELS, "backend": "bench"})["kid"]
+    slow = run(ctx, "kid", {**PIXELS, "backend": "torch-fidelity"})["kid"]
+    assert fast.value == pytest.approx(slow.value, rel=1e-4, abs=1e-7) and fast.provenance["backend"] == "bench"
+
+
+def test_clip_score_is_the_clamped_scaled_cosine_mean(tmp_path, zoo_clip):
+    from bench.zoo import shapes_clip
+
+    ctx = make_ctx(tmp_path, n=64)
+    r = run(ctx, "clip_score", {"bootstrap": 50})["clip_score:shapes-clip"]
+    model, _ = shapes_clip.load_shapes_clip("cpu")
+    expected = shapes_clip.clip_scores(model, ctx.images, ctx.prompts).double().mean().item()
+    assert r.value == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert r.provenance["prompts"] == {"count": 64, "unique": len(set(ctx.prompts))}
+    assert run(ctx, "clip_score:shapes-clip", {"bootstrap": 0})["clip_score:shapes-clip"].value == r.value
+    with pytest.raises(BenchError) as e:
+        run(make_ctx(tmp_path, n=64, prompts=False), "clip_score", {})
+    assert "needs prompts" in str(e.value)
