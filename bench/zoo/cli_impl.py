@@ -29,7 +29,8 @@ _TRAINERS: dict[str, str] = {
     "shapes-clip": "bench.zoo.train:train_shapes_clip",
     "teacher": "bench.zoo.train:train_teacher",
 }
-TRAINABLE = ("shapes-clip", "teacher")  # installed by `install()` from a training folder
+# installed by `install()` from a training folder (students: bench/zoo/students/train.py SHIPPED)
+TRAINABLE = ("shapes-clip", "teacher", "flowmap-lmd", "flowmap-meanflow", "consistency", "lcm", "turbo")
 
 
 def register_trainer(name: str, target: str) -> None:
@@ -41,7 +42,10 @@ def _trainer(name: str) -> Any:
     import importlib
 
     if name not in _TRAINERS:
-        raise BenchError(f"zoo model {name!r} has no training recipe (trainable: {', '.join(sorted(_TRAINERS))})")
+        from bench.zoo.students.train import STUDENTS
+
+        names = ", ".join(sorted({*_TRAINERS, *STUDENTS}))
+        raise BenchError(f"zoo model {name!r} has no training recipe (trainable: {names})")
     module, _, attr = _TRAINERS[name].partition(":")
     return getattr(importlib.import_module(module), attr)
 _BOOKKEEPING = {"model", "history", "hardware", "wall_seconds", "init", "max_seconds", "file", "sha256", "bytes",
@@ -131,6 +135,10 @@ def train(model_name: str, out_dir: Path | str | None = None, device: str | None
     """Retrain a zoo model from its recorded recipe; returns the new manifest entry."""
     import torch
 
+    from bench.zoo.students.train import STUDENTS, zoo_train
+
+    if model_name in STUDENTS:  # distilled students have their own recipes (bench/zoo/students)
+        return zoo_train(model_name, out_dir, device, **overrides)
     trainer = _trainer(model_name)
     folder = Path(out_dir) if out_dir else checkpoints.weights_dir()
     recorded = checkpoints.read_manifest().get("models", {}).get(model_name, {}).get("recipe", {})

@@ -100,6 +100,15 @@ def trailing_timesteps(n: int, T: int = T_TRAIN) -> list[int]:
     return [int(v) for v in (np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1)]
 
 
+def trailing_union(step_counts: Sequence[int], T: int = T_TRAIN) -> list[int]:
+    """The trailing timesteps of every step count in `step_counts`, descending (what a Turbo-style student
+    that samples with any of those counts must be trained on)."""
+    return sorted({tau for n in step_counts for tau in trailing_timesteps(int(n), T)}, reverse=True)
+
+
+TURBO_STEP_COUNTS = (1, 2, 3, 4)
+
+
 def karras_sigmas(n: int, num_train_timesteps: int = 40, sigma_min: float = 0.002, sigma_max: float = 80.0,
                   rho: float = 7.0) -> list[float]:
     """CMStochasticIterativeScheduler.set_timesteps(n) sigmas (without the appended sigma_min), descending."""

@@ -76,7 +76,7 @@ STUDENTS: dict[str, StudentRecipe] = {
                  "target_ema": 0.99, "solver": "euler", "timestep_scaling": 10.0}),
     "turbo": StudentRecipe(
         model="turbo", family="adversarial", objective="add", lr=1e-4, ema=0.995,
-        options={"step_counts": [1, 2, 3, 4], "distill": "ode", "ode_solver": "heun", "ode_steps": 4,
+        options={"step_counts": list(sampling.TURBO_STEP_COUNTS), "distill": "ode", "ode_solver": "heun", "ode_steps": 4,
                  "adv_weight": 0.1, "adv_start": 0, "d_lr": 2e-4, "d_channels": [32, 64, 128]}),
 }
 SHIPPED = ("flowmap-lmd", "flowmap-meanflow", "consistency", "lcm", "turbo")
@@ -122,14 +122,9 @@ def sampler_metadata(r: StudentRecipe) -> dict[str, Any]:
                 "timestep_scaling": float(o["timestep_scaling"]), "w_min": float(o["w_min"]),
                 "w_max": float(o["w_max"]), "w_default": float(o["w_default"])}
     if r.family == "adversarial":
-        return {"parameterisation": "rf", "timesteps": turbo_timesteps(o["step_counts"]), "T": sampling.T_TRAIN,
+        return {"parameterisation": "rf", "timesteps": sampling.trailing_union(o["step_counts"]), "T": sampling.T_TRAIN,
                 "guidance": r.guidance}
     raise ValueError(f"unknown family {r.family!r}")
-
-
-def turbo_timesteps(step_counts: list[int]) -> list[int]:
-    """The trailing timesteps of every step count the Turbo-style student should sample with (descending)."""
-    return sorted({tau for n in step_counts for tau in sampling.trailing_timesteps(int(n))}, reverse=True)
 
 
 def teacher_evals_per_step(r: StudentRecipe) -> int:
@@ -407,7 +402,7 @@ def _family_loss(r: StudentRecipe, teacher: ShapesTeacher, student: ShapesTeache
         return lcm_loss, update_target, {}
 
     if r.objective == "add":
-        t_grid = torch.tensor([float(sampling.tau_to_t(tau)) for tau in turbo_timesteps(o["step_counts"])],
+        t_grid = torch.tensor([float(sampling.tau_to_t(tau)) for tau in sampling.trailing_union(o["step_counts"])],
                               device=dev, dtype=torch.float32)
         disc = models.Discriminator(teacher.unet.cfg.cond_dim, tuple(o["d_channels"])).to(dev)
         d_opt = torch.optim.AdamW(disc.parameters(), lr=float(o["d_lr"]), betas=(0.0, 0.99))
