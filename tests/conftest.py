@@ -11,6 +11,17 @@ if str(ROOT) not in sys.path:  # spawned workers inherit sys.path, so tests.plug
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is as fast and does not stall when CI's cores are shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def write_suite(tmp_path: Path):
     """Write a suite YAML (dedented) into tmp_path and return its path."""

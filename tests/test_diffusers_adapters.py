@@ -15,10 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("diffusers")
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
-
 import bench
 from bench.adapters.protocol import SampleRequest
 from bench.adapters.registry import build_sampler

@@ -22,9 +22,9 @@ import bench
 from bench.run import run_suite
 
 if os.environ.get("CI"):
-    import ray  # noqa: F401  (CI installs the extra: a missing Ray must fail there, not skip)
+    import ray
 else:
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (the [dev] extra installs it: a missing ray is a failure, not a skip)
 
 import psutil
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import CMStochasticIterativeScheduler, EulerDiscreteScheduler, LCMScheduler
 
 from bench.adapters.protocol import SampleRequest, per_image_noise
 from bench.adapters.students import ZooAdversarial, ZooConsistency, ZooLCM
 from bench.zoo.students import models, sampling
 from bench.zoo.students.tiny import tiny_teacher
-
-diffusers = pytest.importorskip("diffusers")
-from diffusers import CMStochasticIterativeScheduler, EulerDiscreteScheduler, LCMScheduler  # noqa: E402
 
 SEEDS = [3, 11, 12]
 PROMPTS = ["a red circle", "a small blue square at the top", "a green cross"]

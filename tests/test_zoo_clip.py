@@ -10,17 +10,7 @@ import torch
 from bench.errors import MissingWeightsError
 from bench.zoo import checkpoints, shapes, shapes_clip
 
-SHIPPED = checkpoints.weight_path("shapes-clip").is_file()
-needs_weights = pytest.mark.skipif(not SHIPPED, reason="shapes-clip weights not shipped in this checkout")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast and does not stall when CI's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,6 @@ def test_missing_weights_error_names_file_and_fix(tmp_path: Path, monkeypatch: p
     assert "shapes_clip.safetensors" in msg and "bench zoo train shapes-clip" in msg and "\n" not in msg
 
 
-@needs_weights
 def test_shipped_model_loads_in_eval_mode(shipped: tuple[torch.nn.Module, dict]) -> None:
     model, info = shipped
     assert not model.training
@@ -80,14 +69,12 @@ def test_shipped_model_loads_in_eval_mode(shipped: tuple[torch.nn.Module, dict])
     assert f.shape == (4, 64) and t.shape == (4, 64) and f.dtype == torch.float32
 
 
-@needs_weights
 def test_zero_shot_attribute_accuracy_subset(shipped: tuple[torch.nn.Module, dict]) -> None:
     model, _ = shipped
     acc = shapes_clip.attribute_accuracy(model, n=48, resolution=16, start=500)
     assert all(v > 0.9 for v in acc.values()), acc
 
 
-@needs_weights
 def test_clip_score_prefers_matching_prompts(shipped: tuple[torch.nn.Module, dict]) -> None:
     model, _ = shipped
     ds = shapes.ShapesDataset("eval")

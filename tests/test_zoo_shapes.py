@@ -9,14 +9,7 @@ import torch
 from bench.datasets import build_dataset
 from bench.zoo import shapes
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast and does not stall when CI's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_same_seed_same_bytes_independent_of_batch() -> None:

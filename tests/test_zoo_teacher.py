@@ -17,18 +17,9 @@ from bench.metrics.nfe import NFECounter
 from bench.zoo import checkpoints, cli_impl, solvers
 from bench.zoo.nets import FlowUNet, ShapesTeacher, UNetConfig, count_parameters
 
-SHIPPED = checkpoints.weight_path("teacher").is_file()
-needs_weights = pytest.mark.skipif(not SHIPPED, reason="teacher weights not shipped in this checkout")
 CPU = HardwareSpec.parse("cpu")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast and does not stall when CI's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomised(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
@@ -160,7 +151,6 @@ def test_train_replays_recorded_stages(tmp_path: Path, monkeypatch: pytest.Monke
     assert all(ok for _, ok, _ in cli_impl.verify(out))
 
 
-@needs_weights
 def test_shipped_weights_verify_and_card() -> None:
     results = cli_impl.verify()
     assert all(ok for _, ok, _ in results), results
@@ -171,7 +161,6 @@ def test_shipped_weights_verify_and_card() -> None:
         assert needle in text
 
 
-@needs_weights
 def test_verify_detects_tampering(tmp_path: Path) -> None:
     src = checkpoints.weights_dir()
     for f in ("manifest.json", "teacher.safetensors"):
@@ -186,7 +175,6 @@ def test_verify_detects_tampering(tmp_path: Path) -> None:
     assert not cli_impl.verify(tmp_path)[0][1]
 
 
-@needs_weights
 def test_shipped_teacher_beats_one_step_blur() -> None:
     from bench.zoo import shapes, shapes_clip
     from bench.zoo.teacher import generate, load_teacher, to_uint8

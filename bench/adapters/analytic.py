@@ -55,6 +55,12 @@ class _AnalyticBase:
     def _noise(self, req: SampleRequest) -> torch.Tensor:
         return per_image_noise(req.seeds, (3, req.height, req.width), self.device, self.dtype)
 
+    def _start(self, req: SampleRequest) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+        """Initial noise, labels, guidance scale and the uniform time grid of an ODE solve."""
+        w = req.guidance if req.guidance is not None else (self.guidance or 1.0)
+        ts = torch.linspace(0, 1, req.nfe + 1, device=self.device, dtype=self.dtype)
+        return self._noise(req), self._labels(req), w, ts
+
     def _guided(self, net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
                 w: float) -> torch.Tensor:
         """Classifier-free guidance as one doubled batch (counted as 2 evaluations per image)."""
@@ -73,9 +79,7 @@ class AnalyticEuler(_AnalyticBase):
     @torch.no_grad()
     def sample(self, req: SampleRequest) -> torch.Tensor:
         net = self.net
-        x, labels = self._noise(req), self._labels(req)
-        w = req.guidance if req.guidance is not None else (self.guidance or 1.0)
-        ts = torch.linspace(0, 1, req.nfe + 1, device=self.device, dtype=self.dtype)
+        x, labels, w, ts = self._start(req)
         for i in range(req.nfe):
             t = ts[i].expand(len(req))
             x = x + (ts[i + 1] - ts[i]) * self._guided(net, x, t, labels, w)
@@ -90,9 +94,7 @@ class AnalyticHeun(_AnalyticBase):
     @torch.no_grad()
     def sample(self, req: SampleRequest) -> torch.Tensor:
         net = self.net
-        x, labels = self._noise(req), self._labels(req)
-        w = req.guidance if req.guidance is not None else (self.guidance or 1.0)
-        ts = torch.linspace(0, 1, req.nfe + 1, device=self.device, dtype=self.dtype)
+        x, labels, w, ts = self._start(req)
         for i in range(req.nfe):
             t0, t1 = ts[i].expand(len(req)), ts[i + 1].expand(len(req))
             h = ts[i + 1] - ts[i]
