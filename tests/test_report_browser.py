@@ -182,8 +182,8 @@ def test_real_run_writes_a_report_that_renders(browser, write_suite, tmp_path, c
     out = tmp_path / "reports" / "tiny.html"
     samplers = "- {id: euler, adapter: analytic-euler, options: {components: 4}}"
     body = TINY_SUITE.format(samples=16, timeout=60, samplers=textwrap.indent(samplers, "  "))
-    assert "report: {grid: 2}" in body
-    suite = write_suite(body.replace("report: {grid: 2}", f"report: {{grid: 2, out: '{out}'}}"))
+    assert "report: {grid: 2, enabled: false}" in body
+    suite = write_suite(body.replace("report: {grid: 2, enabled: false}", f"report: {{grid: 2, out: '{out}'}}"))
     store = tmp_path / "r.sqlite"
     assert main(["run", str(suite), "--store", str(store), "--no-progress"]) == 0
     assert f"report: {out}" in capsys.readouterr().out
@@ -199,7 +199,8 @@ def test_real_run_writes_a_report_that_renders(browser, write_suite, tmp_path, c
     # a report that cannot be written is a warning; the run keeps its exit code and its results
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    bad = write_suite(body.replace("report: {grid: 2}", f"report: {{grid: 2, out: '{blocker}/x.html'}}"), "bad.yaml")
+    bad = write_suite(body.replace("report: {grid: 2, enabled: false}", f"report: {{grid: 2, out: '{blocker}/x.html'}}"),
+                      "bad.yaml")
     assert main(["run", str(bad), "--store", str(store), "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "warning: the report was not written" in captured.err and "report:" not in captured.out
