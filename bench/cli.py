@@ -22,7 +22,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         isolate=args.isolate, allow_download=args.allow_download, progress=not args.no_progress,
                         argv=sys.argv, executor_options={"address": args.address} if args.address else None)
     n_planned = sum(c.status == "planned" for c in summary.cells)
-    overhead = f", harness overhead {100 * summary.overhead_fraction:.1f}%" if summary.computed else ""
+    overhead = (f", harness overhead {100 * summary.overhead_fraction:.1f}%, worker start-up "
+                f"{summary.startup_seconds:.1f} s" if summary.computed else "")
     print(f"run {summary.run_id}: {n_planned} cells planned: {summary.computed} computed, {summary.reused} reused "
           f"from earlier runs, {len(summary.failed)} failed; {summary.skipped} skipped "
           f"({summary.wall_seconds:.1f} s{overhead})")

@@ -26,6 +26,7 @@ class RunSummary:
     failed: list[tuple[Cell, str]] = field(default_factory=list)
     wall_seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    startup_seconds: float = 0.0  # waiting for the first worker process to start (spawn + importing torch)
 
     @property
     def ok(self) -> bool:
@@ -33,9 +34,11 @@ class RunSummary:
 
     @property
     def overhead_fraction(self) -> float:
-        """Share of wall time outside the measured phases (load, sample, latency, metrics, save)."""
+        """Share of wall time that is the harness's own: outside the cells' phases (load, sample, latency,
+        metrics, save) and outside the one-time worker start-up (a new process importing torch)."""
         measured = sum(v for k, v in self.phase_seconds.items() if k not in ("total", "other"))
-        return max(self.wall_seconds - measured, 0.0) / self.wall_seconds if self.wall_seconds else 0.0
+        own = self.wall_seconds - measured - self.startup_seconds
+        return max(own, 0.0) / self.wall_seconds if self.wall_seconds else 0.0
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:
@@ -134,6 +137,7 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
             bar.close()
             store.finish_run(run_id, status)
         summary.wall_seconds = time.perf_counter() - t_start
+        summary.startup_seconds = float(getattr(ex, "startup_wait", 0.0))
     return summary
 
 

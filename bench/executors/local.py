@@ -53,6 +53,8 @@ class LocalExecutor:
         self.isolate = isolate
         self._ctx = mp.get_context("spawn")
         self.spawn_seconds = 0.0
+        self.startup_wait = 0.0  # driver time spent waiting for the first worker to import torch & co.
+        self._finished: list[_Slot] = []
         self._prestarted: list[_Slot] = []
 
     def prestart(self) -> None:
@@ -61,10 +63,20 @@ class LocalExecutor:
             self._prestarted.append(self._spawn())
 
     def close(self) -> None:
-        """Stop workers that were prestarted but never used (e.g. every cell was already done)."""
+        """Stop workers that were prestarted but never used, and reap the ones released after the run."""
         for slot in self._prestarted:
             self._retire(slot, kill=True)
-        self._prestarted = []
+        for slot in self._finished:
+            self._retire(slot)
+        self._prestarted, self._finished = [], []
+
+    def _release(self, slot: _Slot) -> None:
+        """Tell an idle worker to exit without waiting for it (torch's teardown takes ~1 s); close() reaps it."""
+        try:
+            slot.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self._finished.append(slot)
 
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe(duplex=True)
@@ -90,6 +102,7 @@ class LocalExecutor:
     def run(self, tasks: list[CellTask], on_result: OnResult, on_progress: OnProgress | None = None) -> None:
         pending = list(tasks)
         slots, self._prestarted = self._prestarted, []
+        t_run, first = time.perf_counter(), True
         progress = on_progress or (lambda label, msg: None)
         try:
             while pending or any(s.task for s in slots):
@@ -97,6 +110,8 @@ class LocalExecutor:
                     slots.append(self._spawn())
                 for slot in slots:
                     if slot.task is None and slot.ready and pending:
+                        if first:
+                            self.startup_wait, first = time.perf_counter() - t_run, False
                         slot.task = pending.pop(0)
                         slot.started = time.time()
                         progress(slot.task.cell.label, "start")
@@ -115,7 +130,7 @@ class LocalExecutor:
                         on_result(task, _failed(task, f"timed out after {self._timeout(task):.0f} s", slot.started))
                 if not pending:
                     for slot in [s for s in slots if s.task is None and s.ready]:
-                        self._retire(slot)
+                        self._release(slot)
                         slots.remove(slot)
         finally:
             for slot in slots:
