@@ -6,6 +6,7 @@ small cells); a worker that dies or times out is replaced by a fresh one. `--iso
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import signal
 import time
@@ -72,10 +73,8 @@ class LocalExecutor:
 
     def _release(self, slot: _Slot) -> None:
         """Tell an idle worker to exit without waiting for it (torch's teardown takes ~1 s); close() reaps it."""
-        try:
+        with contextlib.suppress(OSError):  # BrokenPipeError is an OSError
             slot.conn.send(None)
-        except (OSError, BrokenPipeError):
-            pass
         self._finished.append(slot)
 
     def _spawn(self) -> _Slot:
