@@ -264,6 +264,9 @@ def _quality(task: CellTask, samples: Any, indices: list[int], seeds: list[int],
 
 def _preload() -> None:
     """Import what every cell needs before reporting ready, so first-cell imports are not billed to a cell."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU boxes
     import PIL.Image  # noqa: F401
     import torch
     import torch.utils.benchmark  # noqa: F401

@@ -22,6 +22,21 @@ def _rss_kb(field: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _return_freed_memory() -> None:
+    """Give memory freed by earlier cells back to the OS (glibc keeps it), so the idle baseline is idle.
+
+    Without this a reused worker's RSS already includes the previous cell's freed buffers, and a cell that
+    needs no more than that shows a peak of 0 MB.
+    """
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): baseline is an upper bound
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class PeakMemory:
     """Context manager measuring the extra peak memory (MB) used inside the block.
 
@@ -45,6 +60,7 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated(self.device)
             self.method = "cuda max_memory_allocated"
             return self
+        _return_freed_memory()
         self._base = _rss_kb("VmRSS") or 0
         try:
             _CLEAR_REFS.write_text("5")
