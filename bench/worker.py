@@ -225,12 +225,12 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
         if b == sizes[-1]:
             out.append(MetricResult("latency_ms_per_image", med, False, q25, q75, r.runs, prov))
     if opts.get("calibrate", True):
-        from bench.metrics.calibration import calibrate
+        from bench.metrics.calibration import WORKLOAD, calibrate
 
         c = calibrate(device)
         med, q25, q75 = c.per_image_ms()
         out.append(MetricResult("calibration_ms", med, False, q25, q75, c.runs,
-                                {"workload": "4x conv3x3 64ch 16x16 batch 8 + GEMM 512", "threads": _threads(),
+                                {"workload": WORKLOAD, "threads": _threads(),
                                  "ci": "interquartile range"}))
     return out
 

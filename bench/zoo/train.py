@@ -270,17 +270,22 @@ def train_teacher(out_dir: Path, device: str = "cpu", log: Callable[[str], None]
 TRAINERS = {"shapes-clip": train_shapes_clip, "teacher": train_teacher}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.zoo.train", description=__doc__.splitlines()[0])
-    p.add_argument("model", choices=[*TRAINERS, "eval"])
+def add_budget_args(p: argparse.ArgumentParser) -> None:
+    """The flags every zoo training CLI shares: output folder, device and the training budget."""
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int)
+    p.add_argument("--max-seconds", type=float)
     p.add_argument("--batch", type=int)
     p.add_argument("--batch32", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--max-seconds", type=float)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.zoo.train", description=__doc__.splitlines()[0])
+    p.add_argument("model", choices=[*TRAINERS, "eval"])
+    add_budget_args(p)
     p.add_argument("--warmup", type=int)
     p.add_argument("--init", help="teacher: start from this checkpoint (a second training stage)")
     p.add_argument("--n", type=int, default=2000, help="eval: number of prompts")

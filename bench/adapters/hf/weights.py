@@ -14,6 +14,7 @@ Spellings accepted wherever a model or a checkpoint file is named:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,19 +70,28 @@ class Resolved:
     source: str  # for provenance: "tiny:sdxl -> /path", "stabilityai/sdxl-turbo (HF cache)", ...
 
 
-def resolve_model(spec: str, option: str = "model", local_files_only: bool = True,
-                  revision: str | None = None) -> Resolved:
-    """A pipeline folder for `spec`; MissingWeightsError (one line, with the fix) when it is not available offline."""
-    spec = str(spec).strip()
+def _tiny_or_local(spec: str, exists: Callable[[Path], bool], missing: str) -> Resolved | None:
+    """`tiny:` specs and local paths (None for anything else); `missing` is formatted with {path}."""
     if spec.startswith(TINY):
         path = _tiny(spec)
         return Resolved(str(path), True, f"{spec} -> {path}")
     if _looks_local(spec):
         path = Path(spec).expanduser()
-        if not path.is_dir():
-            raise MissingWeightsError(f"model folder {path} (option `{option}`) does not exist; save a pipeline "
-                                      "there with `pipe.save_pretrained(...)` or name a Hugging Face model id")
+        if not exists(path):
+            raise MissingWeightsError(missing.format(path=path))
         return Resolved(str(path.resolve()), True, str(path.resolve()))
+    return None
+
+
+def resolve_model(spec: str, option: str = "model", local_files_only: bool = True,
+                  revision: str | None = None) -> Resolved:
+    """A pipeline folder for `spec`; MissingWeightsError (one line, with the fix) when it is not available offline."""
+    spec = str(spec).strip()
+    local = _tiny_or_local(spec, lambda p: p.is_dir(), (
+        f"model folder {{path}} (option `{option}`) does not exist; save a pipeline there with "
+        "`pipe.save_pretrained(...)` or name a Hugging Face model id"))
+    if local is not None:
+        return local
     snapshot = cached_snapshot(spec, revision)
     if snapshot is not None:
         return Resolved(str(snapshot), True, f"{spec} (Hugging Face cache {snapshot})")
@@ -124,14 +134,9 @@ def split_repo_file(spec: str) -> tuple[str, str]:
 def resolve_file(spec: str, option: str, local_files_only: bool = True) -> Resolved:
     """A local file for a checkpoint / LoRA spec; MissingWeightsError when it is not available offline."""
     spec = str(spec).strip()
-    if spec.startswith(TINY):
-        path = _tiny(spec)
-        return Resolved(str(path), True, f"{spec} -> {path}")
-    if _looks_local(spec):
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise MissingWeightsError(f"checkpoint {path} (option `{option}`) does not exist")
-        return Resolved(str(path.resolve()), True, str(path.resolve()))
+    local = _tiny_or_local(spec, lambda p: p.exists(), f"checkpoint {{path}} (option `{option}`) does not exist")
+    if local is not None:
+        return local
     repo, filename = split_repo_file(spec)
     snap = cached_snapshot(repo)
     if snap is not None and (snap / filename).is_file():

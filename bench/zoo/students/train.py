@@ -34,7 +34,7 @@ import torch
 from bench.zoo import checkpoints, shapes
 from bench.zoo.nets import ShapesTeacher, count_parameters
 from bench.zoo.students import models, objectives, sampling
-from bench.zoo.train import caption_ids, train_batch
+from bench.zoo.train import add_budget_args, caption_ids, train_batch
 
 
 @dataclass
@@ -479,17 +479,10 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.zoo.students.train", description=__doc__.splitlines()[0])
     p.add_argument("model", choices=[*STUDENTS, "all"])
-    p.add_argument("--out", type=Path, required=True)
+    add_budget_args(p)
     p.add_argument("--teacher", type=Path, default=None, help="teacher safetensors (default: the shipped one)")
     p.add_argument("--tiny-teacher", action="store_true",
                    help="smoke test: write a tiny random teacher to --teacher (if missing) and train from it")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--max-seconds", type=float)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--batch32", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
     p.add_argument("--option", action="append", type=_parse_option, default=[],
                    help="objective option key=value (JSON value), e.g. --option diag_frac=0.5")
     a = p.parse_args(argv)
