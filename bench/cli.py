@@ -15,12 +15,13 @@ DEFAULT_STORE = "runs/bench.sqlite"
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        return _dry_run(args.suite)
+        return _dry_run(args.suite, args.set)
     from bench.run import run_suite
 
     summary = run_suite(args.suite, args.store, executor=args.executor, jobs=args.jobs, force=args.force,
                         isolate=args.isolate, allow_download=args.allow_download, progress=not args.no_progress,
-                        argv=sys.argv, executor_options={"address": args.address} if args.address else None)
+                        argv=sys.argv, executor_options={"address": args.address} if args.address else None,
+                        overrides=args.set)
     n_planned = sum(c.status == "planned" for c in summary.cells)
     overhead = (f", harness overhead {100 * summary.overhead_fraction:.1f}%, worker start-up "
                 f"{summary.startup_seconds:.1f} s" if summary.computed else "")
@@ -30,7 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"results: {args.store}  (bench export --store {args.store} --run {summary.run_id})")
     from bench.report.command import report_after_run
 
-    report_after_run(args.suite, args.store, summary.run_id)
+    report_after_run(args.suite, args.store, summary.run_id, args.set)
     if summary.failed:
         print(f"{len(summary.failed)} failed cell(s):", file=sys.stderr)
         for cell, err in summary.failed:
@@ -39,11 +40,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(suite_path: str) -> int:
+def _dry_run(suite_path: str, overrides: list[str]) -> int:
     from bench.plan import plan
     from bench.suite import load_suite
 
-    suite = load_suite(suite_path)
+    suite = load_suite(suite_path, overrides)
     cells = plan(suite)
     rows = [("sampler", "family", "nfe", "res", "hardware", "status")]
     for c in cells:
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     r.add_argument("--allow-download", action="store_true", help="let feature extractors download weights")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a suite field for this run (VALUE is YAML; repeatable), e.g. --set base_seed=1000000 "
+                        "--set axes.resolution=[16]; recorded with the run, and part of every cell key it changes")
     r.set_defaults(fn=_cmd_run)
 
     e = sub.add_parser("export", help="write results as one tidy table (csv, parquet, json)")

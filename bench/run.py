@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,24 +80,28 @@ def _summarise_metrics(result: CellResult) -> str:
 def run_suite(suite_path: str | Path, store_path: str | Path = "runs/bench.sqlite", *, executor: str = "local",
               jobs: int = 1, force: bool = False, isolate: bool = False, allow_download: bool = False,
               progress: bool = True, argv: list[str] | None = None, executor_options: dict[str, Any] | None = None,
-              ) -> RunSummary:
-    """Run every planned cell not already done in the store; failed cells do not stop the sweep."""
+              overrides: Sequence[str] = ()) -> RunSummary:
+    """Run every planned cell not already done in the store; failed cells do not stop the sweep.
+
+    `overrides` are `KEY=VALUE` suite edits (`bench run --set`), applied before validation.
+    """
     t_start = time.perf_counter()
     ex = _executor(executor, jobs, 1800.0, isolate, executor_options or {}, Path(store_path).parent)
     if hasattr(ex, "prestart"):
         ex.prestart()  # worker imports overlap suite validation and planning
     try:
-        return _run(ex, t_start, suite_path, store_path, executor, force, allow_download, progress, argv)
+        return _run(ex, t_start, suite_path, store_path, executor, force, allow_download, progress, argv,
+                    overrides)
     finally:
         if hasattr(ex, "close"):
             ex.close()
 
 
 def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path, executor: str, force: bool,
-         allow_download: bool, progress: bool, argv: list[str] | None) -> RunSummary:
+         allow_download: bool, progress: bool, argv: list[str] | None, overrides: Sequence[str] = ()) -> RunSummary:
     from bench.hardware import fingerprint, library_versions
 
-    suite = load_suite(suite_path)
+    suite = load_suite(suite_path, overrides)
     cells = plan(suite, check_hardware=executor != "ray")  # on Ray the cluster, not this machine, decides
     with Store(store_path) as store:
         keys = [c.key for c in cells if c.status == "planned"]

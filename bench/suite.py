@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.errors import BenchError
@@ -236,7 +238,50 @@ class Suite:
         return dict(self.model.metrics.get(name) or {})
 
 
-def _validate(located: LocatedYAML, text: str) -> Suite:
+def apply_overrides(located: LocatedYAML, overrides: Sequence[str]) -> list[tuple[str | int, ...]]:
+    """Apply `KEY.PATH=VALUE` overrides (VALUE parsed as YAML; list items by index, e.g. samplers.0.nfe=[1, 2])
+    to the parsed suite, in order; returns the overridden paths so errors can name `--set` instead of a line."""
+    paths: list[tuple[str | int, ...]] = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise BenchError(f"--set {item!r}: expected KEY=VALUE, e.g. base_seed=1 or axes.resolution=[16]")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise BenchError(f"--set {key}: the value {raw!r} is not valid YAML") from None
+        path: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        node = located.data
+        for i, part in enumerate(path[:-1]):
+            nxt = _child(node, part)
+            if nxt is None:
+                if not isinstance(node, dict) or isinstance(part, int):
+                    raise BenchError(f"--set {key}: {dotted(path[:i + 1])} does not exist in the suite")
+                nxt = node[part] = {}
+            node = nxt
+        last = path[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last >= len(node):
+                raise BenchError(f"--set {key}: {dotted(path)} does not exist in the suite")
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last if isinstance(last, str) else str(last)] = value
+        else:
+            raise BenchError(f"--set {key}: {dotted(path[:-1])} is not a mapping or list")
+        paths.append(path)
+    return paths
+
+
+def _child(node: Any, part: str | int) -> Any:
+    if isinstance(node, list) and isinstance(part, int):
+        return node[part] if part < len(node) else None
+    if isinstance(node, dict):
+        return node.get(part if isinstance(part, str) else str(part), node.get(part))
+    return None
+
+
+def _validate(located: LocatedYAML, text: str, overridden: Sequence[tuple[str | int, ...]] = ()) -> Suite:
     if not isinstance(located.data, dict):
         raise BenchError(f"{located.file}:1: a suite must be a mapping of keys (name, dataset, samplers, axes, ...)")
     try:
@@ -249,16 +294,26 @@ def _validate(located: LocatedYAML, text: str) -> Suite:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        line = located.line_of(loc)
         more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        if any(loc[:len(p)] == p for p in overridden):
+            raise BenchError(f"{located.file} --set {dotted(loc)}: {msg}{more}") from None
+        line = located.line_of(loc)
         raise BenchError(f"{located.file}:{line}: {dotted(loc)}: {msg}{more}") from None
     return Suite(model, text, located.file)
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file; every problem is a one-line BenchError `FILE:LINE: key: message`."""
+def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
+    """Read and validate a suite file; every problem is a one-line BenchError `FILE:LINE: key: message`.
+
+    `overrides` (`bench run --set KEY=VALUE`) change the parsed suite before validation; they are appended to
+    the stored suite text as comments, so the run's provenance and suite hash show them.
+    """
     located = load_yaml(path)
-    return _validate(located, Path(path).read_text(encoding="utf-8", errors="replace"))
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    overridden = apply_overrides(located, overrides)
+    if overrides:
+        text += "".join(f"\n# --set {o}" for o in overrides) + "\n"
+    return _validate(located, text, overridden)
 
 
 def parse_suite(text: str, file: str = "<string>") -> Suite:

@@ -103,3 +103,32 @@ def test_bad_flag_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--jobz", "3", "x.yaml"])
     assert e.value.code == 2
+
+
+def test_set_overrides_change_the_plan_and_the_cell_keys(write_suite, capsys):
+    from bench.plan import plan
+    from bench.suite import load_suite
+
+    path = write_suite(GOOD)
+    base = load_suite(path)
+    changed = load_suite(path, ["base_seed=7", "axes.nfe=[4]", "samplers.0.guidance=1.0"])
+    assert changed.model.base_seed == 7 and changed.model.axes.nfe == [4]
+    assert changed.model.samplers[0].guidance == 1.0
+    assert changed.hash != base.hash and "# --set base_seed=7" in changed.text
+    assert {c.key for c in plan(changed)}.isdisjoint(c.key for c in plan(base))
+    assert main(["run", str(path), "--dry-run", "--set", "axes.nfe=[1, 2, 3]"]) == 0
+    assert capsys.readouterr().out.strip().endswith("3 cells: 3 planned, 0 skipped")
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("samples=many", "--set samples: Input should be a valid integer"),
+    ("base_seed", "expected KEY=VALUE"),
+    ("samplers.3.nfe=[1]", "samplers.3 does not exist"),
+    ("axes.nfe=[1", "not valid YAML"),
+    ("colour=blue", "--set colour: unknown key"),
+])
+def test_bad_set_override_is_one_line_exit_2(override, fragment, write_suite, capsys):
+    path = write_suite(GOOD)
+    assert main(["run", str(path), "--dry-run", "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err

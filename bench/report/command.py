@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_after_run(suite_path: str | Path, store_path: str | Path, run_id: str | None) -> Path | None:
+def report_after_run(suite_path: str | Path, store_path: str | Path, run_id: str | None,
+                     overrides: Sequence[str] = ()) -> Path | None:
     """Write the suite's report after `bench run` (suite option report.enabled / report.out).
 
     Never raises: the results are already committed, so a report problem is a one-line warning and the
@@ -50,7 +52,7 @@ def report_after_run(suite_path: str | Path, store_path: str | Path, run_id: str
     try:
         from bench.suite import load_suite
 
-        suite = load_suite(suite_path)
+        suite = load_suite(suite_path, overrides)
         spec = suite.model.report
         if not spec.enabled or run_id is None:
             return None
