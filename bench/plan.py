@@ -43,7 +43,7 @@ def cell_key(suite: Suite, sampler: Any, sampler_version: str, nfe: int, resolut
         "bench": bench.__version__,
         "suite": m.name,
         "dataset": m.dataset.model_dump(),
-        "samples": m.samples,
+        "samples": m.samples_at(resolution),
         "base_seed": m.base_seed,
         "metrics": m.metrics,
         "sampler": {"id": sampler.id, "adapter": sampler.adapter, "options": sampler.options,

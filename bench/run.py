@@ -59,7 +59,7 @@ def make_tasks(suite: Suite, cells: list[Cell], store: Store, allow_download: bo
     m = suite.model
     metrics = {k: dict(v or {}) for k, v in m.metrics.items()}
     return [
-        CellTask(cell=c, dataset=m.dataset.name, dataset_options=m.dataset.options(), samples=m.samples,
+        CellTask(cell=c, dataset=m.dataset.name, dataset_options=m.dataset.options(), samples=m.samples_at(c.resolution),
                  base_seed=m.base_seed, batch_size=m.batch_size, metrics=metrics, grid=m.report.grid,
                  samples_dir=str(store.samples_dir(c.key)), cache_dir=str(store.cache_dir),
                  allow_download=allow_download, extra={"timeout": m.timeout})

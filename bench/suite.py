@@ -178,6 +178,9 @@ class SuiteModel(_Strict):
     description: str = ""
     dataset: DatasetSpec
     samples: int = Field(gt=0, description="Images per cell for quality metrics.")
+    samples_per_resolution: dict[int, int] = Field(
+        default_factory=dict, description="Images per cell at these resolutions instead of `samples`, e.g. {32: 500} "
+        "when larger images cost too much; quality numbers are comparable only between cells with the same count.")
     base_seed: int = Field(default=0, ge=0, description="Image i uses seed base_seed + i for every sampler.")
     batch_size: int = Field(default=64, gt=0, description="Batch size for quality sampling.")
     timeout: float = Field(default=1800, gt=0, description="Seconds before a cell is killed and failed.")
@@ -193,6 +196,18 @@ class SuiteModel(_Strict):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("name must be letters, digits, '_', '-' or '.' (it names files)")
         return v
+
+    @field_validator("samples_per_resolution")
+    @classmethod
+    def _samples_per_resolution(cls, v: dict[int, int]) -> dict[int, int]:
+        bad = [f"{r}: {n}" for r, n in v.items() if r <= 0 or n <= 0]
+        if bad:
+            raise ValueError(f"resolutions and sample counts must be positive ({', '.join(bad)})")
+        return v
+
+    def samples_at(self, resolution: int) -> int:
+        """Images per cell at this resolution."""
+        return self.samples_per_resolution.get(resolution, self.samples)
 
     @field_validator("samplers")
     @classmethod

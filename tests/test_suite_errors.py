@@ -132,3 +132,25 @@ def test_bad_set_override_is_one_line_exit_2(override, fragment, write_suite, ca
     assert main(["run", str(path), "--dry-run", "--set", override]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_samples_per_resolution_sets_each_cells_sample_count_and_key(write_suite, tmp_path):
+    from bench.plan import plan
+    from bench.run import make_tasks
+    from bench.store import Store
+    from bench.suite import load_suite
+
+    text = GOOD.replace("resolution: [4]", "resolution: [4, 8]")
+    base = load_suite(write_suite(text, "a.yaml"))
+    fewer = load_suite(write_suite(text.replace("samples: 8", "samples: 8\nsamples_per_resolution: {8: 3}"), "b.yaml"))
+    with Store(tmp_path / "s.sqlite") as store:
+        tasks = make_tasks(fewer, plan(fewer), store)
+    assert sorted({(t.cell.resolution, t.samples) for t in tasks}) == [(4, 8), (8, 3)]
+    same = {(c.resolution, c.key == d.key) for c, d in zip(plan(base), plan(fewer), strict=True)}
+    assert same == {(4, True), (8, False)}  # only the cells whose sample count changed get new keys
+
+
+def test_samples_per_resolution_must_be_positive(write_suite, capsys):
+    path = write_suite(GOOD.replace("samples: 8", "samples: 8\nsamples_per_resolution: {4: 0}"))
+    assert main(["run", str(path), "--dry-run"]) == 2
+    assert "samples_per_resolution: resolutions and sample counts must be positive" in capsys.readouterr().err
