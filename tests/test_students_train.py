@@ -230,3 +230,16 @@ def test_students_start_as_the_teacher():
         got = s.sample_float(SampleRequest(seeds=seeds, nfe=nfe, height=16, width=16, prompts=prompts))
         want = generate(teacher, prompts, seeds, nfe, "euler", resolution=16)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_time_capped_run_records_its_schedule_length_for_replay():
+    """Stopped by the time cap at step 80 of a schedule fixed to 200: a replay of 80 steps must see the same lr."""
+    from dataclasses import replace
+
+    from bench.zoo.students.train import REPLAY_KEYS, lr_at
+
+    fixed = recipe_for("consistency", steps=200)
+    replay = replace(fixed, steps=80, schedule_steps=200)
+    assert [lr_at(replay, k) for k in range(80)] == [lr_at(fixed, k) for k in range(80)]
+    assert lr_at(replace(fixed, steps=80), 79) < lr_at(replay, 79)  # without it the cosine would end at step 80
+    assert "schedule_steps" in REPLAY_KEYS

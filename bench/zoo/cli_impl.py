@@ -260,6 +260,14 @@ def card(folder: Path | None = None) -> str:
             lines.append(f"  {label}: " + _fmt_recipe(st) + init)
         if rec.get("stages"):
             lines.append(f"  total: {rec['steps']} steps, {rec['wall_seconds']} s")
+        if rec.get("objective"):  # a distilled student: what it learned from, and its comparable budget
+            b = rec.get("budget") or {}
+            lines.append(f"  student: family {rec.get('family')}, objective {rec['objective']}, options "
+                         f"{json.dumps(rec.get('options') or {})}, EMA {rec.get('ema')}, from teacher "
+                         f"{(rec.get('teacher') or {}).get('sha256', '?')[:12]}…")
+            lines.append(f"  budget: {b.get('kind')} {b.get('max_seconds')} s -> {rec.get('steps')} steps x batch "
+                         f"{rec.get('batch')} = {b.get('steps_x_batch')} images, {b.get('teacher_evals_per_image')} "
+                         f"teacher evaluations per image, {rec.get('skipped_steps', 0)} non-finite steps skipped")
         q = e.get("quality") or {}
         for key in ("attribute_accuracy_32", "attribute_accuracy_16"):
             if key in q:
