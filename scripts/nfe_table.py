@@ -114,10 +114,15 @@ def checks(df: pd.DataFrame, spread: pd.Series) -> dict[str, Any]:
     if "consistency" in d.index.get_level_values(0):
         cd = d.loc["consistency"]
         best_n = int(cd.fd.idxmin())
-        worse = {int(n): bool(cd.loc[n].fd - cd.loc[best_n].fd > spread.get(("consistency", n), float("nan")))
-                 for n in cd.index if n > best_n}
-        out["consistency_degrades"] = {"best_nfe": best_n, "fd": {int(n): round(float(v), 3) for n, v in cd.fd.items()},
-                                       "worse_than_best_beyond_seed_spread": worse}
+
+        def beyond(a: int, b: int) -> bool:  # FD at b above FD at a by more than both cells' seed spread
+            sp = max(spread.get(("consistency", a), float("nan")), spread.get(("consistency", b), float("nan")))
+            return bool(cd.loc[b].fd - cd.loc[a].fd > sp)
+
+        out["consistency_degrades"] = {
+            "best_nfe": best_n, "fd": {int(n): round(float(v), 3) for n, v in cd.fd.items()},
+            "worse_than_fewer_steps_beyond_seed_spread": {
+                f"{b} vs {a}": beyond(int(a), int(b)) for a in cd.index for b in cd.index if b > a and b > best_n}}
     return out
 
 
