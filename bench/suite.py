@@ -273,7 +273,7 @@ def apply_overrides(located: LocatedYAML, overrides: Sequence[str]) -> list[tupl
             if nxt is None:
                 if not isinstance(node, dict) or isinstance(part, int):
                     raise BenchError(f"--set {key}: {dotted(path[:i + 1])} does not exist in the suite")
-                nxt = node[part] = {}
+                nxt = node[_key(node, part)] = {}
             node = nxt
         last = path[-1]
         if isinstance(node, list):
@@ -281,18 +281,23 @@ def apply_overrides(located: LocatedYAML, overrides: Sequence[str]) -> list[tupl
                 raise BenchError(f"--set {key}: {dotted(path)} does not exist in the suite")
             node[last] = value
         elif isinstance(node, dict):
-            node[last if isinstance(last, str) else str(last)] = value
+            node[_key(node, last)] = value
         else:
             raise BenchError(f"--set {key}: {dotted(path[:-1])} is not a mapping or list")
         paths.append(path)
     return paths
 
 
+def _key(node: dict[Any, Any], part: str | int) -> str | int:
+    """The mapping key `part` names: YAML keys may be ints (samples_per_resolution: {32: 500}) or strings."""
+    return part if part in node or str(part) not in node else str(part)
+
+
 def _child(node: Any, part: str | int) -> Any:
     if isinstance(node, list) and isinstance(part, int):
         return node[part] if part < len(node) else None
     if isinstance(node, dict):
-        return node.get(part if isinstance(part, str) else str(part), node.get(part))
+        return node.get(_key(node, part))
     return None
 
 

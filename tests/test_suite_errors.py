@@ -154,3 +154,10 @@ def test_samples_per_resolution_must_be_positive(write_suite, capsys):
     path = write_suite(GOOD.replace("samples: 8", "samples: 8\nsamples_per_resolution: {4: 0}"))
     assert main(["run", str(path), "--dry-run"]) == 2
     assert "samples_per_resolution: resolutions and sample counts must be positive" in capsys.readouterr().err
+
+
+def test_set_reaches_integer_keys(write_suite):
+    from bench.suite import load_suite
+
+    path = write_suite(GOOD.replace("samples: 8", "samples: 8\nsamples_per_resolution: {4: 5}"))
+    assert load_suite(path, ["samples_per_resolution.4=3"]).model.samples_per_resolution == {4: 3}
