@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -189,7 +188,23 @@ report: {grid: 2}
 """
 
 
-def test_multinode_cluster_shares_reference_statistics_and_routes_labels(tmp_path):
+@pytest.fixture(autouse=True)
+def ray_root(monkeypatch):
+    """A fresh, short folder for everything Ray writes (socket paths must stay < 107 bytes), removed afterwards.
+
+    `ray.cluster_utils.Cluster` writes its address file under Ray's default temp root ($RAY_TMPDIR/ray, else
+    $TMPDIR/ray, else /tmp/ray) even when its nodes get their own temp_dir; pointing RAY_TMPDIR here keeps the
+    test off /tmp/ray, which exists only on a machine where Ray ran before."""
+    from bench.executors.ray import short_temp_dir
+
+    root = short_temp_dir("bench-rt-")
+    (root / "ray").mkdir()
+    monkeypatch.setenv("RAY_TMPDIR", str(root))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_multinode_cluster_shares_reference_statistics_and_routes_labels(tmp_path, ray_root):
     """Three raylets on this machine (a head without CPUs, two 1-CPU workers, one labelled accelerator:T4)."""
     from ray.cluster_utils import Cluster
 
@@ -198,7 +213,7 @@ def test_multinode_cluster_shares_reference_statistics_and_routes_labels(tmp_pat
     suite = tmp_path / "suite.yaml"
     suite.write_text(MULTINODE_SUITE.lstrip())
     store = tmp_path / "r.sqlite"
-    ray_tmp = tempfile.mkdtemp(prefix="bench-ray-test-")  # short: Ray's socket paths must stay < 107 bytes
+    ray_tmp = str(ray_root / "nodes")
     node_args = {"temp_dir": ray_tmp, "env_vars": {"PYTHONPATH": str(ROOT)}}
     with loopback_only():
         cluster = Cluster(initialize_head=True, head_node_args={
@@ -212,7 +227,6 @@ def test_multinode_cluster_shares_reference_statistics_and_routes_labels(tmp_pat
                                 executor_options={"address": cluster.address})
         finally:
             cluster.shutdown()
-            shutil.rmtree(ray_tmp, ignore_errors=True)
     assert summary.ok and summary.computed == 4, summary.failed
     df = bench.load_results(str(store))
     fd = {(r.sampler, r.nfe_requested): r for r in df[df.metric == "fd"].itertuples()}

@@ -609,12 +609,26 @@ def _is_client(ray: Any) -> bool:
 
 
 # -- a local instance --------------------------------------------------------------------------------------------
+def _fits(folder: Path) -> bool:
+    """Ray's socket paths under `folder` stay within AF_UNIX's limit."""
+    return len(str(folder)) + _SOCKET_SUFFIX < SOCKET_PATH_MAX
+
+
+def short_temp_dir(prefix: str = "bench-ray-") -> Path:
+    """A new, empty folder for Ray's files: under the system temp dir (TMPDIR is honoured) when Ray's socket
+    paths fit below it, else under /tmp. The caller removes it."""
+    base = Path(tempfile.gettempdir())
+    if not _fits(base / (prefix + "x" * 8)):
+        base = Path("/tmp")
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
 def temp_dir_for(run_dir: Path) -> tuple[Path, bool]:
-    """Ray's temp dir inside the run folder, or a short one under /tmp when socket paths would be too long."""
+    """Ray's temp dir inside the run folder, or a short temporary one when socket paths would be too long."""
     wanted = run_dir.resolve() / "ray-tmp"
-    if len(str(wanted)) + _SOCKET_SUFFIX < SOCKET_PATH_MAX:
+    if _fits(wanted):
         return wanted, False
-    return Path(tempfile.mkdtemp(prefix="bench-ray-", dir="/tmp")), True
+    return short_temp_dir(), True
 
 
 @contextlib.contextmanager
