@@ -35,9 +35,15 @@ from typing import TYPE_CHECKING, Any
 from bench.errors import BenchError
 
 if TYPE_CHECKING:  # bench.suite imports pydantic: keep `bench --help` fast, import it when gating
+    from collections.abc import Callable
+
+    from bench.analysis import Paired, PairedComparer
+    from bench.evidence import Evidence
     from bench.suite import FrontGate, GateRule, Gates
 
-BASELINE_FORMAT = "flowmap-bench-baseline/1"
+BASELINE_FORMAT = "flowmap-bench-baseline/2"
+BASELINE_FORMATS = ("flowmap-bench-baseline/1", BASELINE_FORMAT)  # 1: no per-image evidence (unpaired rules)
+EVIDENCE_SUFFIX = ".evidence.npz"
 CALIBRATION_METRIC = "calibration_ms"
 MIN_DRIFT_CELLS = 3
 NOISY_DRIFT = 1.2  # above this, `baseline save` warns and `gate` says the latency limits were widened
@@ -46,9 +52,10 @@ QUALITY_SPACE_METRICS = ("fd", "fd_floor", "fd_inf", "kid", "precision", "recall
 # Defaults, in one place (docs/ci.md has the false-alarm experiment behind them). Latency limits are
 # (1 + DEFAULT_LATENCY_REL_TOL) x calibration drift: x1.3 to x1.43 on a steady machine (drift 1 to 1.1), so a
 # 1.5x slower sampler fails there, while on a busy machine the limit widens with the measured drift.
-DEFAULT_QUALITY_REL_TOL = 0.10
+DEFAULT_QUALITY_REL_TOL = 0.01  # paired: a run worse than its baseline by > 1 % with 95 % confidence fails
+UNPAIRED_QUALITY_REL_TOL = 0.10  # what an `fd` rule uses when it falls back to unpaired intervals (no evidence)
 DEFAULT_LATENCY_REL_TOL = 0.30
-DEFAULT_FRONT_TOL_QUALITY = 0.05
+DEFAULT_FRONT_TOL_QUALITY = 0.01
 
 
 def default_rules() -> dict[str, GateRule]:
@@ -56,7 +63,7 @@ def default_rules() -> dict[str, GateRule]:
     from bench.suite import GateRule
 
     return {
-        "fd": GateRule(rel_tol=DEFAULT_QUALITY_REL_TOL, significance="ci"),
+        "fd": GateRule(rel_tol=DEFAULT_QUALITY_REL_TOL, significance="paired"),
         "latency_ms_per_image": GateRule(rel_tol=DEFAULT_LATENCY_REL_TOL, significance="ci"),
         # counted NFE is exact: any increase is more work per image
         "nfe_counted": GateRule(abs_tol=0.0, significance="none", normalize="none"),
@@ -92,6 +99,9 @@ def _cell_match_key(c: dict[str, Any]) -> tuple[str, int, int, str]:
     return (str(c["sampler"]), int(c["nfe_requested"]), int(c["resolution"]), str(c["hardware"]))
 
 
+STORE_KEY = "_evidence_store"  # where a snapshot cell's evidence lives (never written into a baseline file)
+
+
 def snapshot(store_path: str | Path, run_id: str | None = None, suite: str | None = None) -> dict[str, Any]:
     """A run as baseline-format data: every cell with its metrics, intervals, provenance; run provenance."""
     from bench.store import Store
@@ -100,6 +110,7 @@ def snapshot(store_path: str | Path, run_id: str | None = None, suite: str | Non
         run_id = run_id or store.latest_run_id(suite)
         run = store.run(run_id)
         df = store.results(run_id=run_id)
+        evidence = {k: store.evidence_record(k) for k in df["cell_key"].unique()}
     cells: dict[str, dict[str, Any]] = {}
     for r in df.to_dict("records"):
         key = r["cell_key"]
@@ -110,7 +121,10 @@ def snapshot(store_path: str | Path, run_id: str | None = None, suite: str | Non
                 "hardware": r["hardware"], "status": r["status"],
                 "reason": r["reason"] if isinstance(r["reason"], str) else None,
                 "cell_key": key, "reused": bool(r["reused"]), "metrics": {},
+                "evidence_metrics": (evidence.get(key) or {}).get("metrics", []),
             }
+            if evidence.get(key):
+                cells[key][STORE_KEY] = str(store_path)
         name = r["metric"]
         if isinstance(name, str) and name:
             prov = json.loads(r["provenance"]) if isinstance(r["provenance"], str) and r["provenance"] else {}
@@ -233,8 +247,35 @@ def save_baseline(store_path: str | Path | list[str | Path], out: str | Path | N
         raise BenchError(f"run {snap['run_id']} has no finished cell; nothing to record as a baseline")
     path = Path(out) if out else default_baseline_path(snap)
     path.parent.mkdir(parents=True, exist_ok=True)
+    snap["evidence"] = _write_evidence(snap, evidence_path(path))
     path.write_text(json.dumps(snap, indent=1, sort_keys=False, default=str) + "\n", encoding="utf-8")
     return path, snap
+
+
+def evidence_path(baseline: Path) -> Path:
+    """The baseline's per-image evidence file: baselines/x.json -> baselines/x.evidence.npz."""
+    return baseline.with_name(baseline.name.removesuffix(".json") + EVIDENCE_SUFFIX)
+
+
+def _write_evidence(snap: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """Copy every cell's evidence from its store into one file next to the baseline (arrays prefixed by cell
+    key); returns the file's name, sha256 and size for the baseline's header (None: no cell has evidence)."""
+    from bench.evidence import to_arrays, write_npz
+    from bench.store import Store
+
+    arrays: dict[str, Any] = {}
+    for c in snap["cells"]:
+        store_path = c.pop(STORE_KEY, None)
+        if store_path is None or c["status"] != "done":
+            c["evidence_metrics"] = []
+            continue
+        with Store(store_path, readonly=True) as store:
+            arrays.update(to_arrays(store.evidence(c["cell_key"]), prefix=f"{c['cell_key']}/"))
+    if not arrays:
+        path.unlink(missing_ok=True)
+        return None
+    sha = write_npz(path, arrays)
+    return {"file": path.name, "sha256": sha, "bytes": path.stat().st_size}
 
 
 def load_baseline(path: str | Path) -> dict[str, Any]:
@@ -245,9 +286,69 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BenchError(f"baseline file {p} is not readable JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT or not isinstance(data.get("cells"), list):
-        raise BenchError(f"baseline file {p} is not a {BASELINE_FORMAT} file (record one with `bench baseline save`)")
+    if not isinstance(data, dict) or data.get("format") not in BASELINE_FORMATS \
+            or not isinstance(data.get("cells"), list):
+        fmt = data.get("format") if isinstance(data, dict) else None
+        newer = isinstance(fmt, str) and fmt.startswith("flowmap-bench-baseline/")
+        why = f"format {fmt!r} is newer than this flowmap-bench reads" if newer else "not a baseline file"
+        raise BenchError(f"baseline file {p}: {why} (readable: {', '.join(BASELINE_FORMATS)}; record one with "
+                         "`bench baseline save`)")
     return data
+
+
+class EvidenceSource:
+    """Per-image evidence of a snapshot's cells, loaded on demand (a store's sidecars or a baseline's file).
+
+    A file that cannot be read or fails its hash is recorded in `problems` and treated as absent: the rules
+    then fall back to unpaired intervals and say so."""
+
+    def __init__(self, loader: Callable[[str], dict[str, Evidence]] | None, missing: str = "") -> None:
+        self._loader = loader
+        self._cache: dict[str, dict[str, Evidence]] = {}
+        self.missing = missing  # why there is no evidence at all, for notes
+        self.problems: list[str] = []
+
+    def get(self, cell_key: str, metric: str) -> Evidence | None:
+        if self._loader is None:
+            return None
+        if cell_key not in self._cache:
+            try:
+                self._cache[cell_key] = self._loader(cell_key)
+            except BenchError as e:
+                self._cache[cell_key] = {}
+                self.problems.append(str(e))
+        return self._cache[cell_key].get(metric)
+
+
+def store_evidence(store_path: str | Path) -> EvidenceSource:
+    from bench.store import Store
+
+    def load(key: str) -> dict[str, Evidence]:
+        with Store(store_path, readonly=True) as store:
+            return store.evidence(key)
+
+    return EvidenceSource(load)
+
+
+def baseline_evidence(path: str | Path, data: dict[str, Any]) -> EvidenceSource:
+    """The evidence next to a baseline file, or an empty source saying why there is none."""
+    from bench.evidence import from_arrays, read_npz
+
+    header = data.get("evidence")
+    if data.get("format") != BASELINE_FORMAT:
+        return EvidenceSource(None, f"baseline format {data.get('format')} keeps no per-image evidence; "
+                                    "re-record it with `bench baseline save` for paired verdicts")
+    if not isinstance(header, dict) or not header.get("file"):
+        return EvidenceSource(None, "the baseline's cells have no per-image evidence")
+    file = Path(path).parent / str(header["file"])
+    arrays: dict[str, Any] = {}
+
+    def load(key: str) -> dict[str, Evidence]:
+        if not arrays:
+            arrays.update(read_npz(file, header.get("sha256")))
+        return from_arrays(arrays, prefix=f"{key}/")
+
+    return EvidenceSource(load)
 
 
 # ----------------------------------------------------------------------------------------------- identity
@@ -372,12 +473,14 @@ def _calibration(cell: dict[str, Any], summary: dict[str, Any], mode: str) -> fl
 
 
 def compare_value(name: str, rule: GateRule, hib: bool, b: dict[str, Any], r: dict[str, Any],
-                  b_scale: float = 1.0, r_scale: float = 1.0, slack: float = 1.0,
-                  ) -> tuple[str, float | None, str, str]:
+                  b_scale: float = 1.0, r_scale: float = 1.0, slack: float = 1.0, paired: Paired | None = None,
+                  unpaired_why: str = "") -> tuple[str, float | None, str, str]:
     """(status, relative change, limit text, note) for one metric of one cell; values divided by the scales.
 
     `slack` >= 1 widens the relative tolerance multiplicatively (allowed ratio (1 + rel_tol) x slack): the
-    calibration drift, for latency."""
+    calibration drift, for latency. With `significance: paired` the verdict is the paired comparison's (run
+    versus baseline) against the tolerance; without `paired` evidence the rule falls back to unpaired intervals
+    (`ci`), and the note says why (`unpaired_why`)."""
     bv, rv = _finite(b.get("value")), _finite(r.get("value"))
     if bv is None:
         return "SKIP", None, "", "no baseline value"
@@ -399,28 +502,76 @@ def compare_value(name: str, rule: GateRule, hib: bool, b: dict[str, Any], r: di
     exceeds = worse > allowed_abs + eps
     better = -worse > allowed_abs + eps
     significant, note = True, ""
-    if rule.significance == "ci":
-        limit += ", CIs apart"
+    if rule.significance == "paired" and paired is not None:
+        verdict = paired.verdict(allowed_abs + eps)
+        limit += ", paired CI beyond it"
+        note = f"paired change {paired.describe()}"
+        if verdict == "worse":
+            return "FAIL", change, limit, note
+        return ("BETTER" if verdict == "better" else "PASS"), change, limit, note
+    if rule.significance == "paired":
+        limit += ", CIs apart (unpaired fallback)"
+        note = f"unpaired fallback: {unpaired_why}" if unpaired_why else "unpaired fallback"
+    if rule.significance in ("ci", "paired"):
+        limit += ", CIs apart" if rule.significance == "ci" else ""
         bl, bh = _finite(b.get("ci_low")), _finite(b.get("ci_high"))
         rl, rh = _finite(r.get("ci_low")), _finite(r.get("ci_high"))
         if None in (bl, bh, rl, rh):
-            note = "no interval: tolerance only"
+            note = "; ".join(filter(None, [note, "no interval: tolerance only"]))
         else:
             bl, bh, rl, rh = bl / b_scale, bh / b_scale, rl / r_scale, rh / r_scale  # type: ignore[operator]
             apart_worse = (rh < bl) if hib else (rl > bh)
             apart_better = (rl > bh) if hib else (rh < bl)
             if exceeds and not apart_worse:
-                significant, note = False, "not significant: the intervals overlap"
+                significant = False
+                note = "; ".join(filter(None, [note, "not significant: the intervals overlap"]))
             better = better and apart_better
     if exceeds and significant:
         return "FAIL", change, limit, note
     return ("BETTER" if better else "PASS"), change, limit, note
 
 
-def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = None) -> GateResult:
-    """Compare a run snapshot with a baseline snapshot (identity already checked)."""
+def _paired_for(name: str, hib: bool, b: dict[str, Any], r: dict[str, Any], base_ev: EvidenceSource | None,
+                run_ev: EvidenceSource | None, comparer: PairedComparer) -> tuple[Paired | None, str]:
+    """The run-versus-baseline paired comparison of one metric of one cell, or (None, why not)."""
+    from bench.analysis import NotPaired
+
+    if base_ev is None or run_ev is None:
+        return None, "no per-image evidence given"
+    eb, er = base_ev.get(b["cell_key"], name), run_ev.get(r["cell_key"], name)
+    if eb is None:
+        return None, base_ev.missing or "the baseline cell has no per-image evidence for this metric"
+    if er is None:
+        return None, run_ev.missing or "the run's cell has no per-image evidence for this metric"
+    try:
+        return comparer.compare(name, hib, eb, er), ""
+    except NotPaired as e:
+        return None, str(e)
+
+
+def _unstable_note(name: str, b: dict[str, Any], r: dict[str, Any]) -> str | None:
+    """Why a latency metric takes part in no verdict (either side flagged unstable), else None."""
+    from bench.analysis import timing_of
+
+    parts = []
+    for side, m in (("baseline", b), ("run", r)):
+        t = timing_of(m)
+        if t is not None and t.unstable:
+            parts.append(f"{side}: {t.reason or 'unstable'}")
+    if not parts:
+        return None
+    return f"unstable latency, not used for a verdict ({'; '.join(parts)})"
+
+
+def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = None,
+            base_ev: EvidenceSource | None = None, run_ev: EvidenceSource | None = None) -> GateResult:
+    """Compare a run snapshot with a baseline snapshot (identity already checked). With evidence sources, rules
+    with `significance: paired` compare per-image evidence (bench.analysis); without, they fall back."""
+    from bench.analysis import PairedComparer
+
     gates = gates if gates is not None else gates_of(run)
     rules, front = effective_rules(gates)
+    comparer = PairedComparer()
     res = GateResult()
     b_cal, r_cal = base.get("calibration") or {}, run.get("calibration") or {}
     run_cells = {_cell_match_key(c): c for c in run["cells"]}
@@ -468,6 +619,13 @@ def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = Non
                     res.checks.append(Check("FAIL", label, name, _finite(bm.get("value")), None,
                                             note="metric missing from the run"))
                     continue
+            if name.startswith("latency") and (why := _unstable_note(name, bm, rm)):
+                res.checks.append(Check("SKIP", label, name, _finite(bm.get("value")), _finite(rm.get("value")),
+                                        note=why))
+                continue
+            paired, why_not = None, ""
+            if rule.significance == "paired":
+                paired, why_not = _paired_for(name, hib, b, r, base_ev, run_ev, comparer)
             b_scale = r_scale = 1.0
             shown, cell_slack = name, 1.0
             if _normalises(name, rule):
@@ -477,7 +635,8 @@ def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = Non
                     continue
                 b_scale, r_scale, cell_slack = bc, rc, slack
                 shown = f"{name}/cal"
-            status, change, limit, note = compare_value(name, rule, hib, bm, rm, b_scale, r_scale, cell_slack)
+            status, change, limit, note = compare_value(name, rule, hib, bm, rm, b_scale, r_scale, cell_slack,
+                                                        paired, why_not)
             bv, rv = _finite(bm.get("value")), _finite(rm.get("value"))
             res.checks.append(Check(status, label, shown, None if bv is None else bv / b_scale,
                                     None if rv is None else rv / r_scale, change, limit, note))
@@ -490,7 +649,10 @@ def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = Non
                          f"(baseline hardware {sorted({c['hardware'] for c in base['cells']})}, "
                          f"run hardware {sorted({c['hardware'] for c in run['cells'] if c['status'] == 'done'})})")
     if front is not None:
-        res.front = front_checks(base, run, front, gates.calibration, gates.drift)
+        res.front = front_checks(base, run, front, gates.calibration, gates.drift, base_ev, run_ev, comparer)
+    for src in (base_ev, run_ev):
+        if src is not None:
+            res.notes += [f"evidence not used: {p}" for p in dict.fromkeys(src.problems)]
     for hw in sorted({c["hardware"] for c in base["cells"] if c["status"] == "done"}):
         d_b, d_r = drift(b_cal, hw), drift(r_cal, hw)
         res.info.setdefault("drift", {})[hw] = {"baseline": d_b, "run": d_r}
@@ -520,6 +682,8 @@ class Point:
     quality_high: float | None = None
     latency_low: float | None = None  # the latency's interquartile range
     latency_high: float | None = None
+    cell_key: str = ""
+    unstable: str = ""  # why the latency takes part in no verdict ("" when stable)
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
@@ -535,6 +699,8 @@ def pareto_front(points: list[Point]) -> list[Point]:
 
 def _front_points(snap: dict[str, Any], quality: str, latency: str, normalise: bool, mode: str,
                   ) -> dict[tuple[str, int], list[Point]]:
+    from bench.analysis import timing_of
+
     groups: dict[tuple[str, int], list[Point]] = {}
     for c in snap["cells"]:
         if c["status"] != "done":
@@ -551,10 +717,12 @@ def _front_points(snap: dict[str, Any], quality: str, latency: str, normalise: b
             if not cal:
                 continue
         t_low, t_high = _finite(t.get("ci_low")), _finite(t.get("ci_high"))
+        timing = timing_of(t)
+        unstable = (timing.reason or "unstable") if timing is not None and timing.unstable else ""
         label = f"{c['sampler']} nfe={c['nfe_requested']}"
         groups.setdefault((c["hardware"], c["resolution"]), []).append(Point(
             label, qv, tv / cal, _finite(q.get("ci_low")), _finite(q.get("ci_high")),
-            None if t_low is None else t_low / cal, None if t_high is None else t_high / cal))
+            None if t_low is None else t_low / cal, None if t_high is None else t_high / cal, c["cell_key"], unstable))
     return groups
 
 
@@ -565,21 +733,36 @@ def _within(value: float, low: float | None, ref: float, ref_high: float | None,
     return ci and low is not None and ref_high is not None and low <= ref_high
 
 
-def _keeps(q: Point, p: Point, tq: float, tt: float, significance: str) -> bool:
-    """Run point q keeps front point p: quality and latency each within tolerance (or intervals overlapping)."""
-    ci = significance == "ci"
-    return (_within(q.quality, q.quality_low, p.quality, p.quality_high, tq, ci)
-            and _within(q.latency, q.latency_low, p.latency, p.latency_high, tt, ci))
+def _quality_kept(q: Point, p: Point, tq: float, significance: str, qname: str, base_ev: EvidenceSource | None,
+                  run_ev: EvidenceSource | None, comparer: PairedComparer | None) -> tuple[bool, str]:
+    """Run point q is not worse in quality than front point p beyond tq (relative); (kept, how it was decided)."""
+    from bench.analysis import NotPaired
+
+    if significance == "paired" and comparer is not None and base_ev is not None and run_ev is not None:
+        eb, er = base_ev.get(p.cell_key, qname), run_ev.get(q.cell_key, qname)
+        if eb is not None and er is not None:
+            try:
+                cmp = comparer.compare(qname, False, eb, er)
+                return cmp.verdict(tq * abs(p.quality)) != "worse", "paired"
+            except NotPaired:
+                pass
+    ci = significance in ("ci", "paired")
+    return _within(q.quality, q.quality_low, p.quality, p.quality_high, tq, ci), "unpaired"
 
 
 def front_checks(base: dict[str, Any], run: dict[str, Any], gate: FrontGate, mode: str = "cell",
-                 use_drift: bool = True) -> list[Check]:
+                 use_drift: bool = True, base_ev: EvidenceSource | None = None, run_ev: EvidenceSource | None = None,
+                 comparer: PairedComparer | None = None) -> list[Check]:
+    """Every baseline front point must be kept by a run point: quality not worse beyond tol_quality (paired
+    evidence when there is some) at a latency within tol_latency or an overlapping IQR. A front point whose
+    latency, or every candidate's, is unstable is skipped, not failed."""
     tq = gate.tol_quality if gate.tol_quality is not None else DEFAULT_FRONT_TOL_QUALITY
     tt0 = gate.tol_latency if gate.tol_latency is not None else DEFAULT_LATENCY_REL_TOL
     normalise = gate.normalize == "calibration"
     names = sorted({n for c in base["cells"] for n in c["metrics"]
                     if n == gate.quality or n.split(":")[0] == gate.quality})
     unit = "/cal" if normalise else ""
+    lat_ci = gate.significance in ("ci", "paired")
     out = []
     for qname in names:
         b_groups = _front_points(base, qname, gate.latency, normalise, mode)
@@ -591,17 +774,31 @@ def front_checks(base: dict[str, Any], run: dict[str, Any], gate: FrontGate, mod
                 slack = max(drift(base.get("calibration") or {}, hw), drift(run.get("calibration") or {}, hw))
             tt = (1 + tt0) * slack - 1
             for p in pareto_front(pts):
-                ok = [q for q in candidates if _keeps(q, p, tq, tt, gate.significance)]
                 where = f"front hw={hw} res={res}"
-                ci = " (or intervals overlap)" if gate.significance == "ci" else ""
-                limit = f"{qname} <= {p.quality:.4g} x {1 + tq:g} at {gate.latency}{unit} <= {p.latency:.4g} x {1 + tt:.3g}{ci}"
+                how = {"paired": " (paired quality CI)", "ci": " (or intervals overlap)"}.get(gate.significance, "")
+                limit = f"{qname} <= {p.quality:.4g} x {1 + tq:g} at {gate.latency}{unit} <= {p.latency:.4g} x {1 + tt:.3g}{how}"
+                metric = f"{qname} vs {gate.latency}{unit}"
+                if p.unstable:
+                    out.append(Check("SKIP", f"{where}: {p.label}", metric, p.quality, None, None, limit,
+                                     f"unstable latency in the baseline ({p.unstable}): not used for a verdict"))
+                    continue
+                ok = []
+                for q in candidates:
+                    if q.unstable:
+                        continue
+                    kept, _ = _quality_kept(q, p, tq, gate.significance, qname, base_ev, run_ev, comparer)
+                    if kept and _within(q.latency, q.latency_low, p.latency, p.latency_high, tt, lat_ci):
+                        ok.append(q)
                 if ok:
                     best = min(ok, key=lambda q: (q.latency, q.quality))
-                    out.append(Check("PASS", f"{where}: {p.label}", f"{qname} vs {gate.latency}{unit}", p.quality,
+                    out.append(Check("PASS", f"{where}: {p.label}", metric, p.quality,
                                      best.quality, None, limit, f"kept by {best.label} ({best.latency:.4g}{unit})"))
+                elif any(q.unstable for q in candidates):
+                    out.append(Check("SKIP", f"{where}: {p.label}", metric, p.quality, None, None, limit,
+                                     "not kept by a stable run point, and some run latencies are unstable: "
+                                     "no verdict"))
                 else:
-                    out.append(Check("FAIL", f"{where}: {p.label}", f"{qname} vs {gate.latency}{unit}", p.quality,
-                                     None, None, limit,
+                    out.append(Check("FAIL", f"{where}: {p.label}", metric, p.quality, None, None, limit,
                                      f"front point lost: {p.label} ({qname} {p.quality:.4g} at {p.latency:.4g}{unit})"))
     return out
 
@@ -618,7 +815,7 @@ def run_gate(baseline_path: str | Path, store_path: str | Path, run_id: str | No
     problems = identity_problems(base, run)
     if problems:
         raise BenchError(f"unusable comparison of run {run['run_id']} with {baseline_path}: " + "; ".join(problems))
-    res = compare(base, run)
+    res = compare(base, run, base_ev=baseline_evidence(baseline_path, base), run_ev=store_evidence(store_path))
     res.info.update({
         "baseline": {"file": str(baseline_path), "run_id": base.get("run_id"), "git_commit": base.get("git_commit"),
                      "recorded_at": base.get("recorded_at"), "machine": _machine(base.get("fingerprint")),

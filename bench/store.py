@@ -19,6 +19,7 @@ from bench.errors import BenchError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from bench.evidence import Evidence
     from bench.metrics.registry import MetricResult
     from bench.plan import Cell
 
@@ -43,7 +44,14 @@ CREATE TABLE IF NOT EXISTS metrics (
   higher_is_better INTEGER, provenance TEXT, PRIMARY KEY (cell_key, name)
 );
 CREATE INDEX IF NOT EXISTS runs_suite ON runs (suite, started);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS evidence (
+  cell_key TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 TEXT NOT NULL, metrics TEXT, bytes INTEGER
+);
 """
+# 1: the first release (no meta table). 2: per-image evidence sidecars (bench.evidence) and this version number.
+SCHEMA_VERSION = 2
+EVIDENCE_DIR = "evidence"
 
 
 @dataclass
@@ -60,6 +68,7 @@ class CellResult:
     samples_dir: str | None = None
     started: float = 0.0
     finished: float = 0.0
+    evidence: dict[str, Evidence] = field(default_factory=dict)  # metric -> per-image rows (sidecar file)
 
 
 class Store:
@@ -76,9 +85,35 @@ class Store:
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.row_factory = sqlite3.Row
+        self.schema_version = self._read_version()
+        if self.schema_version > SCHEMA_VERSION:
+            self.db.close()
+            raise BenchError(f"results store {self.path} has schema version {self.schema_version}; this "
+                             f"flowmap-bench reads versions up to {SCHEMA_VERSION} (upgrade flowmap-bench)")
+        if not readonly:
+            self._migrate()
+
+    def _read_version(self) -> int:
+        """0: empty (new) store; 1: written by the first release (no meta table); else the recorded version."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            return 1 if "cells" in tables else 0
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 1
+
+    def _migrate(self) -> None:
+        """Bring a new or older store to SCHEMA_VERSION. 1 -> 2 only adds tables: old cells keep their numbers
+        and have no per-image evidence (comparisons that need it say so and fall back)."""
+        if self.schema_version == SCHEMA_VERSION:
+            return
+        with self.db:
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if self.schema_version == 1:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from', '1')")
+        self.schema_version = SCHEMA_VERSION
 
     @property
     def root(self) -> Path:
@@ -90,6 +125,9 @@ class Store:
 
     def samples_dir(self, key: str) -> Path:
         return self.root / "samples" / key
+
+    def evidence_path(self, key: str) -> Path:
+        return self.root / EVIDENCE_DIR / f"{key}.npz"
 
     def __enter__(self) -> Store:
         return self
@@ -123,8 +161,18 @@ class Store:
             self.db.executemany("INSERT OR REPLACE INTO run_cells VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def commit_cell(self, run_id: str, cell: Cell, result: CellResult) -> None:
-        """Write one cell's outcome and metrics in one transaction."""
+        """Write one cell's outcome and metrics in one transaction (its evidence sidecar first, atomically)."""
+        evidence_row = None
+        if result.evidence:
+            from bench.evidence import to_arrays, write_npz
+
+            path = self.evidence_path(cell.key)
+            sha = write_npz(path, to_arrays(result.evidence))
+            evidence_row = (cell.key, path.name, sha, json.dumps(sorted(result.evidence)), path.stat().st_size)
         with self.db:
+            self.db.execute("DELETE FROM evidence WHERE cell_key=?", (cell.key,))
+            if evidence_row is not None:
+                self.db.execute("INSERT INTO evidence VALUES (?,?,?,?,?)", evidence_row)
             self.db.execute(
                 "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (cell.key, run_id, cell.suite, cell.sampler_id, cell.adapter, cell.family, cell.nfe,
@@ -146,6 +194,25 @@ class Store:
             self.db.execute("UPDATE runs SET finished=?, status=? WHERE run_id=?", (time.time(), status, run_id))
 
     # -- reading ----------------------------------------------------------------------------------
+    def evidence_record(self, key: str) -> dict[str, Any] | None:
+        """The evidence row of a cell (file name, sha256, metrics), or None (no evidence, or a version-1 store)."""
+        if self.schema_version < 2:
+            return None
+        row = self.db.execute("SELECT file, sha256, metrics, bytes FROM evidence WHERE cell_key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return {"file": row["file"], "sha256": row["sha256"], "metrics": json.loads(row["metrics"] or "[]"),
+                "bytes": row["bytes"]}
+
+    def evidence(self, key: str) -> dict[str, Evidence]:
+        """A cell's per-image evidence (metric -> Evidence), hash-checked; {} when it has none."""
+        from bench.evidence import from_arrays, read_npz
+
+        rec = self.evidence_record(key)
+        if rec is None:
+            return {}
+        return from_arrays(read_npz(self.root / EVIDENCE_DIR / rec["file"], rec["sha256"]))
+
     def done_keys(self, keys: list[str] | None = None) -> set[str]:
         rows = self.db.execute("SELECT cell_key FROM cells WHERE status='done'").fetchall()
         done = {r[0] for r in rows}

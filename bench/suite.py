@@ -122,13 +122,17 @@ class SamplerSpec(_Strict):
 class GateRule(_Strict):
     """Tolerance for one metric (the key `fd` also covers its variants `fd:<space>`); the direction comes from
     the metric's higher_is_better. A change fails `bench gate` when it is worse than the baseline by more than
-    every tolerance given (rel_tol x |baseline|, abs_tol) and, with `significance: ci`, the run's and the
-    baseline's intervals do not overlap. Defaults live in bench/gate.py."""
+    the tolerance (the larger of rel_tol x |baseline| and abs_tol) with confidence: `paired`, the paired
+    bootstrap interval of the difference (same seeds, same reference: bench.analysis) lies beyond it; `ci`, the
+    run's and the baseline's own intervals do not overlap (IQR for latency); `none`, the value alone. Defaults
+    live in bench/gate.py."""
 
     rel_tol: float | None = Field(default=None, ge=0, description="Allowed relative worsening, e.g. 0.1 = 10%.")
     abs_tol: float | None = Field(default=None, ge=0, description="Allowed absolute worsening, in the metric's unit.")
-    significance: Literal["ci", "none"] = Field(
-        default="ci", description="ci: fail only when the confidence intervals (IQR for latency) do not overlap.")
+    significance: Literal["paired", "ci", "none"] = Field(
+        default="ci", description="paired: the paired bootstrap CI of the change lies beyond the tolerance (needs "
+                                  "per-image evidence; falls back to ci with a note); ci: the confidence intervals "
+                                  "(IQR for latency) do not overlap; none: the value alone.")
     normalize: Literal["auto", "calibration", "none"] = Field(
         default="auto", description="calibration: compare value / calibration_ms (hardware-normalised); auto: "
                                     "calibration for latency_* metrics, none otherwise.")
@@ -136,17 +140,19 @@ class GateRule(_Strict):
 
 class FrontGate(_Strict):
     """Quality-vs-latency front: every point of the baseline's Pareto front (per hardware x resolution) must
-    still be matched by some point of the run with quality <= q x (1 + tol_quality) at latency <= l x
-    (1 + tol_latency). Unset tolerances take bench/gate.py's defaults."""
+    still be kept by some point of the run: quality not worse than the front point's by more than tol_quality
+    (relative; paired evidence as for the per-metric rules) at a latency within tol_latency (or, with
+    significance ci, an overlapping IQR). Unset tolerances take bench/gate.py's defaults."""
 
     quality: str = Field(default="fd", description="Lower-is-better quality metric (fd also covers fd:<space>).")
     latency: str = "latency_ms_per_image"
     tol_quality: float | None = Field(default=None, ge=0)
     tol_latency: float | None = Field(default=None, ge=0)
     normalize: Literal["calibration", "none"] = "calibration"
-    significance: Literal["ci", "none"] = Field(
-        default="ci", description="ci: a run point whose interval (CI for quality, IQR for latency) overlaps the "
-                                  "front point's also keeps it (the per-metric rules' notion of a significant change).")
+    significance: Literal["paired", "ci", "none"] = Field(
+        default="paired", description="paired: quality compared by the paired bootstrap (unpaired intervals when "
+                                      "no evidence), latency by IQR overlap; ci: a run point whose interval (CI "
+                                      "for quality, IQR for latency) overlaps the front point's also keeps it.")
 
 
 class Gates(_Strict):

@@ -164,6 +164,9 @@ class Worker:
         t0 = time.perf_counter()
         metric_errors = _quality(task, samples, indices, seeds, cond, dataset, device, metrics)
         phases["metrics"] = time.perf_counter() - t0
+        result.evidence = {m.name: m.evidence for m in metrics if m.evidence is not None}
+        for m in metrics:
+            m.evidence = None
         result.metrics = metrics
         result.info["nfe_counted_per_image"] = first_sample
         if metric_errors:

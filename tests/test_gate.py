@@ -231,13 +231,27 @@ def test_more_counted_nfe_fails(tmp_path, baseline):
     assert failing(res) == {(f"oracle nfe=1 res=8 hw={HW}", "nfe_counted")} and code == 1
 
 
-def test_lost_front_point_fails_and_is_named(tmp_path, baseline, capsys):
+# Unpaired rules stated in the suite (these synthetic stores keep no per-image evidence): a per-cell tolerance
+# wider than the front's, so a front point can be lost while every cell passes.
+UNPAIRED = SUITE + "gates:\n  metrics:\n    fd: {rel_tol: 0.1, significance: ci}\n  front: {tol_quality: 0.05, significance: none}\n"
+
+
+@pytest.fixture
+def unpaired_baseline(tmp_path: Path) -> Path:
+    write_run(tmp_path / "base-unpaired.sqlite", standard(), suite_text=UNPAIRED)
+    out = tmp_path / "baselines" / "syn-unpaired.cpu.json"
+    save_baseline(tmp_path / "base-unpaired.sqlite", out)
+    return out
+
+
+def test_lost_front_point_fails_and_is_named(tmp_path, unpaired_baseline, capsys):
     # oracle nfe=1 (FD 0.3 at 1.0 ms) is on the front; +8% FD stays inside the per-cell 10% tolerance but not
     # the front's 5%, and no other run point reaches FD <= 0.315 at latency <= 1.3 x 1.0.
+    baseline = unpaired_baseline
     specs = standard()
     specs[4].fd *= 1.08
     store = tmp_path / "run.sqlite"
-    write_run(store, specs)
+    write_run(store, specs, suite_text=UNPAIRED)
     assert main(["gate", "--baseline", str(baseline), "--store", str(store)]) == 1
     out = capsys.readouterr().out
     assert "front point lost: oracle nfe=1" in out
@@ -247,11 +261,11 @@ def test_lost_front_point_fails_and_is_named(tmp_path, baseline, capsys):
     assert kept == {"euler nfe=1", "euler nfe=2", "euler nfe=4", "euler nfe=8"}
 
 
-def test_front_point_kept_by_a_different_sampler_passes(tmp_path, baseline):
+def test_front_point_kept_by_a_different_sampler_passes(tmp_path, unpaired_baseline):
     specs = standard()
     specs[4].fd *= 1.08  # oracle nfe=1 gets worse ...
     specs[2].fd = 0.3  # ... but euler nfe=4 (0.4 ms) now matches it at lower latency
-    code, res = gate(tmp_path, baseline, specs)
+    code, res = gate(tmp_path, unpaired_baseline, specs, suite_text=UNPAIRED)
     assert code == 0 and not [c for c in res.front if c.status == "FAIL"]
     lost = next(c for c in res.front if c.cell.endswith("oracle nfe=1"))
     assert "kept by euler nfe=4" in lost.note
@@ -300,7 +314,7 @@ def test_missing_or_bad_baseline_exits_2(tmp_path, capsys):
     assert main(["gate", "--baseline", str(tmp_path / "nope.json"), "--store", str(tmp_path / "run.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"cells": []}')
-    with pytest.raises(BenchError, match="not a flowmap-bench-baseline/1 file"):
+    with pytest.raises(BenchError, match="not a baseline file"):
         load_baseline(tmp_path / "bad.json")
 
 

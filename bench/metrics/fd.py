@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
+from bench.evidence import features_evidence
 from bench.metrics.bootstrap import bias_shifted_interval, check_confidence, check_resamples, normal_interval
 from bench.metrics.common import (
     FEATURE_OPTIONS,
@@ -162,8 +163,9 @@ def fd_metric(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResult
         prov["noise_floor"] = floor["value"]
         prov["excess_fd"] = value - floor["value"]
         results.append(_floor_result(ctx, f"fd_floor{sfx}", s, floor, other, ref, space))
+    evidence = features_evidence(feats, ctx.seeds, ref.stats.mean, ref.stats.cov)
     results.insert(0, MetricResult(name=f"fd{sfx}", value=value, higher_is_better=False, ci_low=ci_low,
-                                   ci_high=ci_high, n=int(feats.shape[0]), provenance=prov))
+                                   ci_high=ci_high, n=int(feats.shape[0]), provenance=prov, evidence=evidence))
 
     fd_inf = options.get("fd_inf", False)
     if fd_inf:

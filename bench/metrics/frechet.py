@@ -137,24 +137,39 @@ def gaussian_frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray
     )
 
 
+def bootstrap_counts(n: int, resamples: int, seed: int | tuple[int, ...]) -> np.ndarray:
+    """(resamples, n) multinomial counts: how often each image index appears in each bootstrap resample.
+
+    Depends only on (n, resamples, seed), so two cells with the same image indices resampled with the same seed
+    get the same resamples: the basis of paired comparisons (bench.analysis)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+
+
 def bootstrap_frechet(feats: Any, ref: FeatureStats, resamples: int, seed: int | tuple[int, ...],
                       device: torch.device | str | None = None) -> np.ndarray:
     """FD of `resamples` bootstrap resamples of `feats` (rows drawn with replacement) against fixed `ref` stats.
 
-    Vectorised: each resample is a vector of multinomial counts c; its mean is c·X/N and its covariance
-    (X0ᵀ diag(c) X0 - N m mᵀ)/(N - 1) on the centred features X0, accumulated in float64 on `device`.
-    Returns the (resamples,) FD values. Seeded by `seed` through numpy's default_rng.
-    """
+    Returns the (resamples,) FD values, seeded by `seed` through `bootstrap_counts`."""
+    x = _as_numpy_2d(feats)
+    check_sample_count(x.shape[0], x.shape[1], "the bootstrapped feature set")
+    if resamples <= 0:
+        return np.zeros(0)
+    return frechet_of_resamples(x, ref, bootstrap_counts(x.shape[0], resamples, seed), device)
+
+
+def frechet_of_resamples(feats: Any, ref: FeatureStats, counts: np.ndarray,
+                         device: torch.device | str | None = None) -> np.ndarray:
+    """FD against fixed `ref` stats of each resample given by a row of multinomial `counts` (B, N).
+
+    Vectorised: a resample's mean is c·X/N and its covariance (X0ᵀ diag(c) X0 - N m mᵀ)/(N - 1) on the centred
+    features X0, accumulated in float64 on `device`."""
     import torch
 
     x = _as_numpy_2d(feats)
     n, d = x.shape
-    check_sample_count(n, d, "the bootstrapped feature set")
-    if resamples <= 0:
-        return np.zeros(0)
+    resamples = counts.shape[0]
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)  # (B, N)
     x0 = torch.from_numpy(x.astype(np.float64))
     x0 = (x0 - x0.mean(0)).to(dev)
     full_mean = torch.from_numpy(x.astype(np.float64).mean(0)).to(dev)

@@ -17,6 +17,8 @@ from bench.errors import BenchError
 if TYPE_CHECKING:
     import torch
 
+    from bench.evidence import Evidence
+
     from bench.datasets import Dataset
 
 
@@ -31,6 +33,7 @@ class MetricResult:
     ci_high: float | None = None
     n: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence | None = None  # per-image rows for paired comparisons (bench.evidence); not in the table
 
 
 @dataclass
