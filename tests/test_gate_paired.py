@@ -8,7 +8,6 @@ and must fail: the unpaired rule of the first release (10 % and intervals apart)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -86,7 +85,7 @@ def test_five_percent_fd_regression_fails_on_paired_evidence(runs):
 def test_unpaired_rule_of_the_first_release_misses_it(runs, tmp_path):
     """The same comparison with a format-1 baseline (no evidence) falls back to unpaired intervals, says so, and
     with the first release's default rule (10 %, intervals apart) the +5.6 % regression passes."""
-    root, stores, baseline = runs
+    _root, stores, baseline = runs
     data = json.loads(baseline.read_text())
     data["format"] = "flowmap-bench-baseline/1"
     data.pop("evidence")
@@ -105,7 +104,7 @@ def test_unpaired_rule_of_the_first_release_misses_it(runs, tmp_path):
 
 
 def test_corrupt_evidence_falls_back_and_says_so(runs, tmp_path):
-    root, stores, baseline = runs
+    _root, stores, baseline = runs
     import shutil
 
     copy = tmp_path / "b.json"

@@ -17,9 +17,8 @@ from bench.errors import BenchError
 if TYPE_CHECKING:
     import torch
 
-    from bench.evidence import Evidence
-
     from bench.datasets import Dataset
+    from bench.evidence import Evidence
 
 
 @dataclass
