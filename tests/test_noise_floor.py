@@ -6,12 +6,18 @@ Prompt-file / folder datasets cannot, and keep the disjoint-block floor.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from bench.adapters.analytic import OracleFlowMap
+from bench.adapters.protocol import SampleRequest
 from bench.datasets import build_dataset, has_matched_draws
+from bench.datasets_prompts import PromptDataset
+from bench.errors import BenchError
 from bench.metrics.registry import QualityContext, get_metric
 from bench.zoo import shapes
 from bench.zoo.gmm import GaussianMixtureDataset, templates, to_uint8
@@ -96,3 +102,62 @@ def test_shapes_matched_draws_keep_the_caption_and_redraw_what_it_leaves_open():
 def test_which_datasets_have_matched_draws():
     assert has_matched_draws(build_dataset("gmm", {})) and has_matched_draws(build_dataset("shapes", {}))
     assert not has_matched_draws(build_dataset("prompts", {}))
+
+
+# ------------------------------------------------------------------ (b) a perfect sampler scores the floor
+def test_the_oracle_flow_maps_fd_lies_within_the_floors_interval(tmp_path):
+    """The exact sampler of the gmm world is a perfect sampler, so its FD must sit in the floor's interval.
+
+    N = 512 at 8 px (pixels, D = 192): there the disjoint-block floor (0.54, interval [0.33, 0.90]) excludes the
+    oracle's 0.28, so this test fails with the old floor; at N = 256 the old interval only just reached it.
+    """
+    n, res = 512, 8
+    ds = GaussianMixtureDataset(components=8)
+    idx = list(range(n))
+    oracle = OracleFlowMap(substeps=16)
+    images = oracle.sample(SampleRequest(seeds=idx, nfe=1, height=res, width=res, labels=ds.labels(idx)))
+    r = _run(_ctx(ds, images, res, tmp_path), "fd", {**PIXELS, "bootstrap": 200})
+    fd, floor = r["fd"], r["fd_floor"]
+    assert floor.provenance["floor_kind"] == "condition-matched"
+    assert floor.ci_low <= fd.value <= floor.ci_high, (fd.value, floor.value, floor.ci_low, floor.ci_high)
+    assert abs(fd.provenance["excess_fd"]) < 0.25 * floor.value
+
+
+# --------------------------------------------------------------------------- (c) provenance names the kind
+@pytest.mark.parametrize("name", ["gmm", "shapes"])
+def test_matched_floor_provenance_and_cache_key(tmp_path, name):
+    ds, n, res = build_dataset(name, {}), 256, 8
+    ctx = _ctx(ds, ds.matched_images(list(range(n)), res, draw=2), res, tmp_path)
+    r = _run(ctx, "fd", {**PIXELS, "bootstrap": 20})
+    prov = json.loads(json.dumps(r["fd_floor"].provenance))
+    assert prov["floor_kind"] == "condition-matched" and r["fd"].provenance["noise_floor_kind"] == "condition-matched"
+    assert "what a perfect sampler scores at this N" in prov["what"]
+    assert prov["matched_reference"]["indices_range"] == prov["reference"]["indices_range"] == [0, n - 1]
+    assert prov["matched_reference"]["draw"] == 1 and "disjoint_reference" not in prov
+    keys = [json.loads(str(np.load(p)["key"])) for p in (tmp_path / "reference_stats").glob("fd_floor-*.npz")]
+    assert [k["floor_kind"] for k in keys] == ["condition-matched"]
+    with pytest.raises(BenchError, match="floor_offset only applies to the disjoint-block"):
+        _run(ctx, "fd_floor", {**PIXELS, "floor_offset": 10_000})
+
+
+def test_a_prompts_dataset_keeps_the_disjoint_block_floor(tmp_path):
+    from PIL import Image
+
+    n, res = 100, 4
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2 * n + 50):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    ds = PromptDataset(reference=str(folder))
+    ctx = _ctx(ds, ds.images(list(range(n, 2 * n)), res), res, tmp_path / "cache")
+    r = _run(ctx, "fd", {**PIXELS, "bootstrap": 20})
+    prov = r["fd_floor"].provenance
+    assert prov["floor_kind"] == "disjoint-block" and r["fd"].provenance["noise_floor_kind"] == "disjoint-block"
+    assert "disjoint block" in prov["what"] and "matched_reference" not in prov
+    assert prov["disjoint_reference"]["indices_range"] == [n, 2 * n - 1]
+    shifted = _run(ctx, "fd_floor", {**PIXELS, "bootstrap": 20, "floor_offset": 150})
+    assert set(shifted) == {"fd_floor"}
+    assert shifted["fd_floor"].provenance["disjoint_reference"]["indices_range"] == [150, 150 + n - 1]
+    with pytest.raises(BenchError, match="overlap"):
+        _run(ctx, "fd_floor", {**PIXELS, "floor_offset": 3})
