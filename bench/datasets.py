@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from bench.errors import BenchError
 
@@ -21,7 +21,12 @@ class Conditions:
 
 
 class Dataset(Protocol):
-    """Index i is the i-th eval item: its condition drives sample i, its image is reference image i."""
+    """Index i is the i-th eval item: its condition drives sample i, its image is reference image i.
+
+    Optional capability (see `MatchedDataset`): `matched_images(indices, resolution, draw=1)`, another
+    independent image with the same condition as item i. Datasets that have it get the condition-matched
+    FD noise floor; the others (prompt files, image folders) get the disjoint-block floor.
+    """
 
     name: str
     conditioning: str  # none | class | text
@@ -35,6 +40,21 @@ class Dataset(Protocol):
     def key(self) -> str:
         """Identity of the data (name, split, version, options) for reference-statistics cache keys."""
         ...
+
+
+class MatchedDataset(Dataset, Protocol):
+    """A dataset that can draw fresh images for a given condition (the gmm and shapes worlds can)."""
+
+    def matched_images(self, indices: Sequence[int], resolution: int, draw: int = 1) -> torch.Tensor:
+        """uint8 (N, 3, R, R): for each index i, a new image with the same condition (label / caption) as item i,
+        independent of item i's image and of every other item's. Deterministic from (i, draw); draws >= 1 are
+        mutually independent (draw 0 would be the item itself, so it is not a valid draw)."""
+        ...
+
+
+def has_matched_draws(dataset: Dataset) -> TypeGuard[MatchedDataset]:
+    """Whether `dataset` implements `matched_images` (duck-typed, so third-party datasets can opt in)."""
+    return callable(getattr(dataset, "matched_images", None))
 
 
 _DATASETS: dict[str, str] = {

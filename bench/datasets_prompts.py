@@ -13,7 +13,8 @@
 - `reference`: optional folder of reference images (png/jpg/jpeg/webp/bmp, searched recursively, sorted by
   path). Image i is reference image i; each is centre-cropped to a square and resized (PIL bicubic) to the
   cell's resolution. Without it, metrics that need reference images (fd, kid, precision/recall) fail with a
-  clear message; latency, memory and CLIP score work. The FD noise floor uses the *next* N images, so it
+  clear message; latency, memory and CLIP score work. The FD noise floor uses the *next* N images (the
+  disjoint-block floor: a folder cannot draw a second image for a prompt, as gmm and shapes can), so it
   needs 2N reference images (or `fd: {noise_floor: false}`).
 """
 

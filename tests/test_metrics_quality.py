@@ -31,8 +31,8 @@ def make_ctx(cache: Path, images: torch.Tensor | None = None, n: int = N, res: i
     ds = GaussianMixtureDataset(components=components)
     idx = list(range(n))
     cond = ds.conditions(idx)
-    if images is None:  # a perfect sampler: fresh draws of the same labels (indices far from any reference set)
-        images = ds.images([i + 5_000_000 for i in idx], res)
+    if images is None:  # a perfect sampler: fresh draws of the same labels (matched draw 2; the floor uses 1)
+        images = ds.matched_images(idx, res, draw=2)
     return QualityContext(images=images, indices=idx, seeds=idx, prompts=cond.prompts if prompts else None,
                           labels=cond.labels, dataset=ds, resolution=res, device=torch.device("cpu"),
                           cache_dir=cache, seed=0)
@@ -89,7 +89,7 @@ def test_smoke_cell_gets_every_number_with_ci_n_and_provenance(tmp_path, zoo_cli
     assert fd.value > floor.ci_high  # an imperfect sampler sits clearly above the noise floor
     clip = results["clip_score:shapes-clip"].provenance
     assert clip["weights_sha256"] == zoo_clip and clip["scale"] == 100.0 and "max(cos, 0)" in clip["clamp"]
-    # features computed once per cell and space, shared by FD / KID / PR; one reference + one disjoint set
+    # features computed once per cell and space, shared by FD / KID / PR; one reference + one floor set
     assert sum(k.startswith("features:pixels") for k in ctx.shared) == 1
     assert sum(k.startswith("reference:") for k in ctx.shared) == 2
 
@@ -145,19 +145,6 @@ def test_changing_the_extractors_weights_changes_the_reference_key(tmp_path, mon
         space = build_feature_space("shapes-clip")
         digests.append(key_digest(reference_key(ctx.dataset, RES, space, ctx.indices, "reference")))
     assert digests[0] != digests[1]
-
-
-def test_floor_uses_a_disjoint_reference_set_of_the_same_size(tmp_path):
-    r = run(make_ctx(tmp_path), "fd_floor", {**PIXELS, "bootstrap": 20})
-    assert set(r) == {"fd_floor"}
-    prov = r["fd_floor"].provenance
-    lo, hi = prov["reference"]["indices_range"]
-    dlo, dhi = prov["disjoint_reference"]["indices_range"]
-    assert (lo, hi) == (0, N - 1) and dlo > hi and dhi - dlo == hi - lo
-    shifted = run(make_ctx(tmp_path), "fd_floor", {**PIXELS, "bootstrap": 20, "floor_offset": 10_000})
-    assert shifted["fd_floor"].provenance["disjoint_reference"]["indices_range"] == [10_000, 10_000 + N - 1]
-    with pytest.raises(BenchError):
-        run(make_ctx(tmp_path), "fd_floor", {**PIXELS, "floor_offset": 3})
 
 
 def test_variants_options_and_errors(tmp_path):

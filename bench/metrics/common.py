@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.datasets import has_matched_draws
 from bench.errors import BenchError
 from bench.metrics.features import FeatureSpace, build_feature_space
 from bench.metrics.reference import ReferenceSet, reference_set
@@ -94,12 +95,44 @@ def floor_indices(indices: Sequence[int], offset: int | None = None) -> list[int
 
 def get_reference(ctx: QualityContext, space: FeatureSpace, role: str, batch_size: int,
                   offset: int | None = None) -> ReferenceSet:
-    """The reference set (role 'reference': dataset images at ctx.indices; 'floor': a disjoint set of equal size)."""
+    """The reference set (role 'reference': dataset images at ctx.indices; 'floor': a disjoint set of equal size,
+    the disjoint-block noise floor's set; see get_floor_reference for the floor)."""
     indices = list(ctx.indices) if role == "reference" else floor_indices(ctx.indices, offset)
     key = f"reference:{role}:{offset}:{space.id}"
     if key not in ctx.shared:
         ctx.shared[key] = reference_set(ctx, space, indices, role, batch_size)
     return ctx.shared[key]
+
+
+MATCHED_FLOOR = "condition-matched"
+DISJOINT_FLOOR = "disjoint-block"
+FLOOR_DRAW = 1  # the matched draw the noise floor uses (every cell of a suite reads the same one)
+
+
+def floor_kind(dataset: Any) -> str:
+    """'condition-matched' where the dataset can draw new images for a condition, else 'disjoint-block'."""
+    return MATCHED_FLOOR if has_matched_draws(dataset) else DISJOINT_FLOOR
+
+
+def get_floor_reference(ctx: QualityContext, space: FeatureSpace, metric: str, batch_size: int,
+                        offset: int | None = None) -> tuple[str, ReferenceSet]:
+    """The noise floor's comparison set and its kind.
+
+    condition-matched: matched draw FLOOR_DRAW of the reference items (same label / caption as reference image
+    i, an independent image), so FD(it, reference) is what a perfect sampler scores at this N.
+    disjoint-block: the dataset images at indices shifted past the reference range (or by `offset`); other
+    conditions, so it sits above what a perfect sampler scores (used for prompt-file and folder datasets).
+    """
+    kind = floor_kind(ctx.dataset)
+    if kind == DISJOINT_FLOOR:
+        return kind, get_reference(ctx, space, "floor", batch_size, offset)
+    if offset is not None:
+        raise BenchError(f"metric {metric}: floor_offset only applies to the disjoint-block noise floor; dataset "
+                         f"{ctx.dataset.key()} draws condition-matched images for its floor, so remove floor_offset")
+    key = f"reference:matched:{FLOOR_DRAW}:{space.id}"
+    if key not in ctx.shared:
+        ctx.shared[key] = reference_set(ctx, space, list(ctx.indices), "floor-matched", batch_size, draw=FLOOR_DRAW)
+    return kind, ctx.shared[key]
 
 
 def cell_seed(ctx: QualityContext, *stream: int) -> tuple[int, ...]:

@@ -2,8 +2,11 @@
 
 fd        FD(samples, reference) in a feature space, with a seeded bootstrap CI (sample features resampled,
           reference statistics fixed), the noise floor next to it, and optionally FD∞.
-fd_floor  FD(disjoint reference set, reference set) at the same N: what a perfect sampler would score.
-          Computed once per (dataset, resolution, feature space, N) and cached; `fd` returns it too.
+fd_floor  The noise floor at the same N. condition-matched (datasets with `matched_images`: gmm, shapes):
+          FD(an independent draw with the reference items' own labels / captions, reference set), what a perfect
+          sampler scores at this N. disjoint-block (prompt files, folders): FD(disjoint reference set, reference
+          set), whose items have other conditions than the samples, so it can sit above that. Computed once per key and cached;
+          `fd` returns it too.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from bench.errors import BenchError
 from bench.evidence import features_evidence
 from bench.metrics.bootstrap import bias_shifted_interval, check_confidence, check_resamples, normal_interval
 from bench.metrics.common import (
+    DISJOINT_FLOOR,
     FEATURE_OPTIONS,
+    MATCHED_FLOOR,
     base_provenance,
     batch_size_of,
     cell_seed,
     check_options,
     feature_spec,
+    get_floor_reference,
     get_reference,
     get_space,
     name_suffix,
@@ -90,10 +96,11 @@ def _settings(metric: str, options: dict[str, Any], allowed: tuple[str, ...]) ->
     }
 
 
-def _floor(ctx: QualityContext, metric: str, s: dict[str, Any], ref: ReferenceSet) -> tuple[dict[str, float], Any]:
-    """The noise floor FD(disjoint reference, reference) with its CI, cached per key."""
+def _floor(ctx: QualityContext, metric: str, s: dict[str, Any],
+           ref: ReferenceSet) -> tuple[dict[str, float], str, ReferenceSet]:
+    """The noise floor FD(floor set, reference) with its CI and kind, cached per key (the kind is in the key)."""
     space = get_space(ctx, metric, s["options"])
-    other = get_reference(ctx, space, "floor", s["batch_size"], s["offset"])
+    kind, other = get_floor_reference(ctx, space, metric, s["batch_size"], s["offset"])
     check_sample_count(other.stats.n, other.stats.dim, "the noise-floor reference set")
 
     def compute() -> dict[str, float]:
@@ -106,26 +113,37 @@ def _floor(ctx: QualityContext, metric: str, s: dict[str, Any], ref: ReferenceSe
             out.update(ci_low=iv.low, ci_high=iv.high, bias=bias)
         return out
 
-    key = {"reference": ref.digest, "disjoint": other.digest, "bootstrap": s["resamples"],
+    key = {"floor_kind": kind, "reference": ref.digest, "floor_reference": other.digest, "bootstrap": s["resamples"],
            "confidence": s["confidence"], "seed": FLOOR_SEED, "backend": s["backend"]}
     numbers, from_cache = cached_numbers(ctx.cache_dir, "fd_floor", key, compute)
-    return {**numbers, "from_cache": from_cache}, other
+    return {**numbers, "from_cache": from_cache}, kind, other
 
 
 def _nan_to_none(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
-def _floor_result(ctx: QualityContext, name: str, s: dict[str, Any], floor: dict[str, Any], other: ReferenceSet,
-                  ref: ReferenceSet, space: Any) -> MetricResult:
+_FLOOR_WHAT = {
+    MATCHED_FLOOR: "FD between an independent draw with the reference images' own labels / captions and the "
+                   "reference set: what a perfect sampler scores at this N",
+    DISJOINT_FLOOR: "FD between the reference set and a disjoint block of the dataset of the same size (other "
+                    "labels / prompts than the samples', so it can sit above what a perfect sampler scores at this "
+                    "N)",
+}
+
+
+def _floor_result(ctx: QualityContext, name: str, s: dict[str, Any], floor: dict[str, Any], kind: str,
+                  other: ReferenceSet, ref: ReferenceSet, space: Any) -> MetricResult:
     prov = base_provenance(ctx, space, ref)
+    where = {"indices_range": other.key["indices_range"], "cache_key": other.digest[:32]}
     prov.update({
-        "what": "FD between the reference set and a disjoint reference set of the same size (a perfect "
-                "sampler's expected FD at this N)",
+        "floor_kind": kind,
+        "what": _FLOOR_WHAT[kind],
         "backend": s["backend"],
-        "disjoint_reference": {"indices_range": other.key["indices_range"], "cache_key": other.digest[:32]},
+        **({"matched_reference": {**where, "draw": other.key["draw"]}} if kind == MATCHED_FLOOR
+           else {"disjoint_reference": where}),
         "ci": {"confidence": s["confidence"], "resamples": s["resamples"], "seed": FLOOR_SEED,
-               "method": "percentile bootstrap of the disjoint set's features, reference stats fixed, shifted by "
+               "method": "percentile bootstrap of the floor set's features, reference stats fixed, shifted by "
                          "the bootstrap bias estimate", "bias": _nan_to_none(floor["bias"])},
         "from_cache": floor["from_cache"],
     })
@@ -159,10 +177,11 @@ def fd_metric(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResult
     prov.update({"formula": _FORMULA, "backend": s["backend"], "ci": ci})
     results = []
     if options.get("noise_floor", True):
-        floor, other = _floor(ctx, "fd", s, ref)
+        floor, kind, other = _floor(ctx, "fd", s, ref)
         prov["noise_floor"] = floor["value"]
+        prov["noise_floor_kind"] = kind
         prov["excess_fd"] = value - floor["value"]
-        results.append(_floor_result(ctx, f"fd_floor{sfx}", s, floor, other, ref, space))
+        results.append(_floor_result(ctx, f"fd_floor{sfx}", s, floor, kind, other, ref, space))
     evidence = features_evidence(feats, ctx.seeds, ref.stats.mean, ref.stats.cov)
     results.insert(0, MetricResult(name=f"fd{sfx}", value=value, higher_is_better=False, ci_low=ci_low,
                                    ci_high=ci_high, n=int(feats.shape[0]), provenance=prov, evidence=evidence))
@@ -190,5 +209,5 @@ def fd_floor_metric(ctx: QualityContext, options: dict[str, Any]) -> list[Metric
     space = get_space(ctx, "fd_floor", s["options"])
     ref = get_reference(ctx, space, "reference", s["batch_size"])
     check_sample_count(ref.stats.n, ref.stats.dim, "the reference set")
-    floor, other = _floor(ctx, "fd_floor", s, ref)
-    return [_floor_result(ctx, f"fd_floor{name_suffix(options)}", s, floor, other, ref, space)]
+    floor, kind, other = _floor(ctx, "fd_floor", s, ref)
+    return [_floor_result(ctx, f"fd_floor{name_suffix(options)}", s, floor, kind, other, ref, space)]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.datasets import has_matched_draws
 from bench.errors import BenchError
 from bench.metrics.frechet import FeatureStats
 
@@ -51,10 +52,15 @@ def key_digest(key: dict[str, Any]) -> str:
 
 
 def reference_key(dataset: Any, resolution: int, space: FeatureSpace, indices: Sequence[int],
-                  role: str) -> dict[str, Any]:
-    """The full identity of a reference set's features: change any field and the cache entry changes."""
+                  role: str, draw: int | None = None) -> dict[str, Any]:
+    """The full identity of a reference set's features: change any field and the cache entry changes.
+
+    `draw` (condition-matched sets only) names which matched draw of the items at `indices` the images are;
+    keys without it are unchanged, so existing reference entries stay valid."""
     idx = [int(i) for i in indices]
+    extra = {} if draw is None else {"draw": int(draw)}
     return {
+        **extra,
         "format": FORMAT,
         "role": role,
         "dataset": dataset.key(),
@@ -93,18 +99,26 @@ def _load_checked(path: Path, key: dict[str, Any]) -> dict[str, np.ndarray] | No
 
 
 def reference_set(ctx: QualityContext, space: FeatureSpace, indices: Sequence[int], role: str,
-                  batch_size: int = 256) -> ReferenceSet:
-    """Reference features of dataset images at `indices` in `space`, from the cache or computed and cached."""
-    key = reference_key(ctx.dataset, ctx.resolution, space, indices, role)
+                  batch_size: int = 256, draw: int | None = None) -> ReferenceSet:
+    """Reference features of dataset images at `indices` in `space`, from the cache or computed and cached.
+
+    With `draw`, the images are the dataset's condition-matched draw `draw` of those items
+    (`dataset.matched_images`) instead of the items themselves."""
+    key = reference_key(ctx.dataset, ctx.resolution, space, indices, role, draw)
     digest = key_digest(key)
     path = Path(ctx.cache_dir) / SUBDIR / f"ref-{digest[:32]}.npz"
     arrays = _load_checked(path, key)
     if arrays is not None:
         stats = FeatureStats(mean=arrays["mu"], cov=arrays["sigma"], n=int(arrays["n"]))
         return ReferenceSet(arrays["features"], stats, key, digest, path, from_cache=True)
-    images = ctx.dataset.images(list(indices), ctx.resolution)
+    if draw is None:
+        images, method = ctx.dataset.images(list(indices), ctx.resolution), "images()"
+    elif has_matched_draws(ctx.dataset):
+        images, method = ctx.dataset.matched_images(list(indices), ctx.resolution, draw), "matched_images()"
+    else:
+        raise BenchError(f"dataset {ctx.dataset.key()} has no matched_images(), so it has no matched draws")
     if images.dtype.is_floating_point or images.dim() != 4 or images.shape[0] != len(indices):
-        raise BenchError(f"dataset {ctx.dataset.key()}: images() must return uint8 (N, 3, R, R), got "
+        raise BenchError(f"dataset {ctx.dataset.key()}: {method} must return uint8 (N, 3, R, R), got "
                          f"{images.dtype} {tuple(images.shape)} for {len(indices)} indices")
     feats = space.extract(images, batch_size)
     stats = FeatureStats.from_features(feats)

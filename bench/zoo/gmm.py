@@ -15,6 +15,8 @@ import torch
 
 from bench.datasets import Conditions
 
+MATCHED_SEED_BASE = 2**62  # generator seeds of matched draws; item seeds (`_gen`) stay below 2^43
+
 
 def templates(k: int, resolution: int, seed: int = 0) -> torch.Tensor:
     """K smooth template images (K, 3, R, R) in [-0.8, 0.8], defined at any resolution (sums of sinusoids)."""
@@ -114,6 +116,28 @@ class GaussianMixtureDataset:
 
     def images(self, indices: Sequence[int], resolution: int) -> torch.Tensor:
         return to_uint8(self.float_images(indices, resolution))
+
+    def _matched_gen(self, i: int, draw: int) -> torch.Generator:
+        """Noise stream of matched draw `draw` of item i: seeds from 2^62 up, disjoint from every `_gen` seed."""
+        base = self.seed * 7919 + self._offset + int(i)
+        if not 0 <= base < 2**41:
+            raise IndexError(f"gmm: index {i} is out of range for matched draws")
+        return torch.Generator().manual_seed(MATCHED_SEED_BASE + (base << 20) + draw)
+
+    def float_matched(self, indices: Sequence[int], resolution: int, draw: int = 1) -> torch.Tensor:
+        """Another sample of each item's component (same label, independent noise), float32 (N, 3, R, R)."""
+        if isinstance(draw, bool) or not isinstance(draw, int) or not 1 <= draw < 2**20:
+            raise ValueError(f"gmm: draw must be an integer in [1, 2^20), not {draw!r}")
+        mu = templates(self.components, resolution, self.seed)
+        labels = self.labels(indices)
+        noise = [torch.randn(3, resolution, resolution, generator=self._matched_gen(i, draw)) for i in indices]
+        if not noise:
+            return torch.zeros(0, 3, resolution, resolution)
+        return mu[labels] + self.data_std * torch.stack(noise)
+
+    def matched_images(self, indices: Sequence[int], resolution: int, draw: int = 1) -> torch.Tensor:
+        """uint8 images with the same labels as `indices` and fresh noise: the condition-matched noise floor's set."""
+        return to_uint8(self.float_matched(indices, resolution, draw))
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

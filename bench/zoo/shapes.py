@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from bench.datasets import Conditions
 
 VERSION = "shapes-v1"
 EVAL_SEED_OFFSET = 1_000_000_000
+MATCHED_SEED_BASE = 2**62  # seeds of condition-matched draws (see matched_seeds); item seeds are below 2^40
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "cyan")
 COLOUR_RGB = np.array(
@@ -111,6 +112,10 @@ class Scenes:
     def __len__(self) -> int:
         return len(self.seeds)
 
+    def __getitem__(self, sl: slice) -> Scenes:
+        """The scenes of a slice (every attribute array sliced the same way)."""
+        return Scenes(**{f.name: getattr(self, f.name)[sl] for f in fields(self)})
+
     def captions(self) -> list[str]:
         return [
             caption(int(c), int(s), int(z) if zs else None, int(p) if ps else None)
@@ -143,8 +148,15 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return v[:, None] - v[:, None] * s[:, None] * np.clip(np.minimum(k, 4 - k), 0, 1)
 
 
-def scenes(seeds: Sequence[int] | np.ndarray) -> Scenes:
-    """The scene attributes of each seed (vectorised; independent of batch composition and resolution)."""
+def scenes(seeds: Sequence[int] | np.ndarray, keep_caption_of: Scenes | None = None) -> Scenes:
+    """The scene attributes of each seed (vectorised; independent of batch composition and resolution).
+
+    With `keep_caption_of`, scene i keeps what the caption of `keep_caption_of[i]` fixes (colour, shape, whether
+    size and position are named, and the named size word / 3x3 region) and draws everything else from its own
+    seed: the unnamed size or region, the jitter within the region, the radius within the size word, rotation,
+    colour jitter, the distractor and the background. Attributes are independent, so that is a draw from the
+    scenes given the caption.
+    """
     sd = np.asarray(seeds, dtype=np.int64)
     if (sd < 0).any():
         raise ValueError("shapes seeds must be non-negative")
@@ -153,6 +165,14 @@ def scenes(seeds: Sequence[int] | np.ndarray) -> Scenes:
     shape = _choice(sd, "shape", len(SHAPES))
     size = _choice(sd, "size", 2)
     region = _choice(sd, "region", 9)
+    say_size, say_pos = u["say_size"] < 0.5, u["say_pos"] < 0.5
+    if keep_caption_of is not None:
+        k = keep_caption_of
+        if len(k) != len(sd):
+            raise ValueError(f"keep_caption_of has {len(k)} scenes for {len(sd)} seeds")
+        colour, shape, say_size, say_pos = k.colour, k.shape, k.say_size, k.say_pos
+        size = np.where(say_size, k.size, size)
+        region = np.where(say_pos, k.region, region)
     centres = np.array(REGION_CENTRES)
     cx = centres[region % 3] + (2 * u["jx"] - 1) * JITTER
     cy = centres[region // 3] + (2 * u["jy"] - 1) * JITTER
@@ -170,7 +190,7 @@ def scenes(seeds: Sequence[int] | np.ndarray) -> Scenes:
     theta = 2 * math.pi * u["bg_dir"]
     return Scenes(
         seeds=sd, colour=colour, shape=shape, size=size, region=region,
-        say_size=u["say_size"] < 0.5, say_pos=u["say_pos"] < 0.5,
+        say_size=say_size, say_pos=say_pos,
         cx=cx, cy=cy, radius=radius, angle=angle, rgb=rgb,
         distractor=distractor, d_shape=_choice(sd, "d_shape", len(SHAPES)), d_cx=d_cx, d_cy=d_cy,
         d_angle=(2 * u["d_angle"] - 1) * 0.35, d_grey=0.72 + 0.16 * u["d_grey"],
@@ -281,8 +301,30 @@ class ShapesDataset:
         return Conditions(prompts=self.scenes(indices).captions(), labels=None)
 
     def images(self, indices: Sequence[int], resolution: int) -> torch.Tensor:
-        if int(resolution) < 4:
-            raise ValueError(f"resolution must be at least 4, not {resolution}")
-        out = [to_uint8(render(self.scenes(indices[i:i + 512]), int(resolution)))
-               for i in range(0, len(indices), 512)]
-        return torch.cat(out) if out else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
+        return _rasterise(self.scenes(indices), resolution)
+
+    def matched_scenes(self, indices: Sequence[int], draw: int = 1) -> Scenes:
+        """Scenes with the same captions as `indices`, everything the caption leaves open drawn afresh."""
+        return scenes(matched_seeds(self.seeds(indices), draw), keep_caption_of=self.scenes(indices))
+
+    def matched_images(self, indices: Sequence[int], resolution: int, draw: int = 1) -> torch.Tensor:
+        """uint8 images with the same captions as `indices`, independent of them: the noise floor's set."""
+        return _rasterise(self.matched_scenes(indices, draw), resolution)
+
+
+def matched_seeds(seeds: np.ndarray, draw: int) -> np.ndarray:
+    """Seeds of matched draw `draw` (>= 1): MATCHED_SEED_BASE + draw * 2^40 + seed, disjoint from every item seed
+    and from every other draw."""
+    if isinstance(draw, bool) or not isinstance(draw, int | np.integer) or not 1 <= int(draw) < 2**20:
+        raise ValueError(f"shapes: draw must be an integer in [1, 2^20), not {draw!r}")
+    sd = np.asarray(seeds, dtype=np.int64)
+    if (sd >= 2**40).any():
+        raise IndexError("shapes: seeds must be below 2^40 for matched draws")
+    return MATCHED_SEED_BASE + np.int64(draw) * np.int64(2**40) + sd
+
+
+def _rasterise(sc: Scenes, resolution: int) -> torch.Tensor:
+    if int(resolution) < 4:
+        raise ValueError(f"resolution must be at least 4, not {resolution}")
+    out = [to_uint8(render(sc[i:i + 512], int(resolution))) for i in range(0, len(sc), 512)]
+    return torch.cat(out) if out else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
