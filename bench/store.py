@@ -264,4 +264,15 @@ class Store:
         df = pd.read_sql_query(q, self.db, params=(run["suite"], run_id))
         df["higher_is_better"] = df["higher_is_better"].map(lambda v: None if pd.isna(v) else bool(v))
         df["reused"] = df["reused"].astype(bool)
+        df["unstable"] = df["provenance"].map(_unstable)
         return df
+
+
+def _unstable(provenance: Any) -> bool:
+    """A measurement flagged as unusable for verdicts (latency: too few timed runs or too wide an IQR)."""
+    if not isinstance(provenance, str) or '"unstable"' not in provenance:
+        return False
+    try:
+        return bool(json.loads(provenance).get("unstable"))
+    except (ValueError, AttributeError):
+        return False
