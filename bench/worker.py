@@ -7,10 +7,12 @@ does not reload weights; load time is then recorded once, on the first cell that
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,24 @@ class CellTask:
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_RunCell = Callable[["Worker", CellTask, dict[str, float], CellResult], None]
+
+
+def _in_cell_runtime(run: _RunCell) -> _RunCell:
+    """Run a whole cell inside its runtime state (bench.runtime: the hardware spec's threads), restored after, so
+    a reused worker's next cell starts from the process's own state instead of the last cell's thread count."""
+
+    @functools.wraps(run)
+    def wrapped(self: Worker, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
+        from bench.hardware import HardwareSpec
+        from bench.runtime import cell_runtime
+
+        with cell_runtime(threads=HardwareSpec.parse(task.cell.hardware).threads):
+            run(self, task, phases, result)
+
+    return wrapped
 
 
 class Worker:
@@ -94,6 +114,7 @@ class Worker:
             self._datasets[key] = build_dataset(task.dataset, dict(task.dataset_options))
         return self._datasets[key]
 
+    @_in_cell_runtime
     def _run(self, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
         import torch
 
@@ -104,9 +125,7 @@ class Worker:
         from bench.metrics.registry import MetricResult
 
         c = task.cell
-        hw = HardwareSpec.parse(c.hardware)
-        if hw.threads:
-            torch.set_num_threads(hw.threads)
+        hw = HardwareSpec.parse(c.hardware)  # its threads are set (and restored) by @_in_cell_runtime
         device = hw.torch_device()
         sampler = self._sampler(task, phases)
         dataset = self._dataset(task)
