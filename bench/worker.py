@@ -218,8 +218,11 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
     from bench.metrics import latency
     from bench.metrics.registry import MetricResult
 
-    opts = dict(task.metrics.get("latency") or {})
-    sizes = sorted(set(opts.get("batch_sizes", [1, 16])))
+    opts = latency.LatencyOptions.model_validate(task.metrics.get("latency") or {})
+    sizes = sorted(set(opts.batch_sizes))
+    threads = _threads()
+    cpu_time = device.type == "cpu" and threads == 1  # CPU seconds mean something on one thread only
+    protocol = {"min_runs": opts.min_runs, "max_time": opts.max_time, "max_iqr_rel": opts.max_iqr_rel}
     out = []
     for b in sizes:
         idx = [i % task.samples for i in range(b)]
@@ -233,17 +236,25 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
             return sampler.sample(req)
 
         r = latency.measure(
-            one_batch, b, device, warmup=int(opts.get("warmup", 1)),
-            min_run_time=float(opts.get("min_run_time", 0.2)), max_run_time=float(opts.get("max_run_time", 5.0)),
+            one_batch, b, device, warmup=opts.warmup, min_run_time=opts.min_run_time,
+            max_run_time=opts.max_run_time, min_runs=opts.min_runs, max_time=opts.max_time, cpu_time=cpu_time,
         )
+        names = ([("latency_ms_batch1", "latency_cpu_ms_batch1")] if b == 1 else []) + (
+            [("latency_ms_per_image", "latency_cpu_ms_per_image")] if b == sizes[-1] else [])
+        runs = {"batch_size": b, "runs": r.runs, "number_per_run": r.number_per_run, "runs_added": r.runs_added}
         med, q25, q75 = r.per_image_ms()
-        prov = {"batch_size": b, "runs": r.runs, "number_per_run": r.number_per_run,
-                "median_batch_ms": r.median_s * 1e3, "ci": "interquartile range", "threads": _threads()}
-        if b == 1:
-            out.append(MetricResult("latency_ms_batch1", med, False, q25, q75, r.runs, prov))
-        if b == sizes[-1]:
-            out.append(MetricResult("latency_ms_per_image", med, False, q25, q75, r.runs, prov))
-    if opts.get("calibrate", True):
+        unstable, reason = latency.stability(r.runs, med, q25, q75, opts.min_runs, opts.max_iqr_rel)
+        prov = {**runs, "median_batch_ms": r.median_s * 1e3, "ci": "interquartile range", "threads": threads,
+                "unstable": unstable, "unstable_reason": reason, **protocol}
+        out += [MetricResult(wall, med, False, q25, q75, r.runs, dict(prov)) for wall, _ in names]
+        cpu = r.cpu_per_image_ms()
+        if cpu is not None:
+            med, q25, q75 = cpu
+            unstable, reason = latency.stability(r.runs, med, q25, q75, opts.min_runs, opts.max_iqr_rel)
+            prov = {**runs, "median_batch_ms": med * b, "ci": "interquartile range", "threads": threads,
+                    "clock": latency.CPU_CLOCK, "unstable": unstable, "unstable_reason": reason, **protocol}
+            out += [MetricResult(cpu_name, med, False, q25, q75, r.runs, dict(prov)) for _, cpu_name in names]
+    if opts.calibrate:
         from bench.metrics.calibration import WORKLOAD, calibrate
 
         c = calibrate(device)

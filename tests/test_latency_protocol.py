@@ -135,6 +135,23 @@ def test_reused_worker_restores_threads_after_a_single_thread_cell(write_suite, 
     assert threads == [1, default]
     assert after == default
 
+    one, plain = ({m.name: m for m in r.metrics} for r in results)
+    for metrics in (one, plain):
+        for name in ("latency_ms_batch1", "latency_ms_per_image"):
+            prov = metrics[name].provenance
+            assert isinstance(prov["unstable"], bool) and isinstance(prov["unstable_reason"], str)
+            assert prov["runs"] >= prov["min_runs"] == 5 and prov["max_time"] == 30.0
+            assert prov["unstable"] == stability(prov["runs"], metrics[name].value, metrics[name].ci_low,
+                                                 metrics[name].ci_high)[0]
+    # the single-thread cell also records CPU time, per image at the largest batch and at batch 1
+    for name, batch in (("latency_cpu_ms_batch1", 1), ("latency_cpu_ms_per_image", 2)):
+        m = one[name]
+        assert m.value is not None and m.value > 0 and not m.higher_is_better
+        assert m.ci_low is not None and m.ci_high is not None and m.ci_low <= m.value <= m.ci_high
+        assert m.n == m.provenance["runs"] >= 5
+        assert m.provenance["batch_size"] == batch and m.provenance["threads"] == 1
+        assert m.provenance["clock"] == "time.process_time" and "unstable" in m.provenance
+    assert not any(n.startswith("latency_cpu") for n in plain)  # CPU time means something on one thread only
 
 
 def test_cell_runtime_restores_threads_after_an_error_and_after_a_cell_changed_them():
