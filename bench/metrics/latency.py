@@ -123,9 +123,10 @@ def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, 
     adaptive_autorange first (until IQR/median < `threshold` after `min_run_time`, or `max_run_time`); if that
     gave fewer than `min_runs` runs, blocked_autorange adds runs, never starting one that would end past
     `max_time` seconds after timing began. torch's Timer synchronises CUDA around each measurement; warm-up
-    calls run first so lazy initialisation and allocator growth are not timed. With `cpu_time`, each timed
-    call is also bracketed by two time.process_time reads (inside the timed region) and the CPU seconds
-    of every run are kept: on one thread they stay meaningful when other processes share the cores.
+    calls run first so lazy initialisation and allocator growth are not timed. With `cpu_time`, the CPU seconds
+    (time.process_time) of every run are kept too, read by the Timer's `setup` just before each run's timed
+    loop and by its callback just after: on one thread they stay meaningful when other processes share the
+    cores, and the wall-clock timing is unchanged.
     """
     import logging
 
@@ -140,21 +141,18 @@ def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-    calls: list[float] = []  # CPU seconds of each call since the last finished run
+    block_start = [0.0]  # process_time when the current run (block) began
     cpu_runs: list[float] = []  # CPU seconds per call, one per timed run
 
-    def with_cpu() -> None:
-        t0 = time.process_time()
-        fn()
-        calls.append(time.process_time() - t0)
+    def run_starts() -> None:  # Timer's setup: runs right before each block's timed loop, outside it
+        block_start[0] = time.process_time()
 
-    def run_done(number: int, _seconds: float) -> None:  # torch calls this after every timed run (block)
-        cpu_runs.append(sum(calls[-number:]) / number)  # earlier entries: untimed block-size estimation
-        calls.clear()
+    def run_done(number: int, _seconds: float) -> None:  # torch calls this right after every timed run
+        cpu_runs.append((time.process_time() - block_start[0]) / number)
 
     callback = cast(Any, run_done if cpu_time else None)
-    timer = tbench.Timer(stmt="fn()", globals={"fn": with_cpu if cpu_time else fn},
-                         num_threads=torch.get_num_threads())
+    timer = tbench.Timer(stmt="fn()", setup="run_starts()" if cpu_time else "pass",
+                         globals={"fn": fn, "run_starts": run_starts}, num_threads=torch.get_num_threads())
     start = time.perf_counter()
     m = timer.adaptive_autorange(threshold=threshold, min_run_time=min_run_time, max_run_time=max_run_time,
                                  callback=callback)
