@@ -121,8 +121,8 @@ def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, 
     """Time `fn` (one batch) with torch.utils.benchmark on the current thread count.
 
     adaptive_autorange first (until IQR/median < `threshold` after `min_run_time`, or `max_run_time`); if that
-    gave fewer than `min_runs` runs, blocked_autorange adds runs, never starting one that would end past
-    `max_time` seconds after timing began. torch's Timer synchronises CUDA around each measurement; warm-up
+    gave fewer than `min_runs` runs, blocked_autorange adds runs while, judged by the fastest run so far, they
+    end within `max_time` seconds of the start of timing (`capped` when that stopped them short). torch's Timer synchronises CUDA around each measurement; warm-up
     calls run first so lazy initialisation and allocator growth are not timed. With `cpu_time`, the CPU seconds
     (time.process_time) of every run are kept too, read by the Timer's `setup` just before each run's timed
     loop and by its callback just after: on one thread they stay meaningful when other processes share the
