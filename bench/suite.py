@@ -241,6 +241,12 @@ class SuiteModel(_Strict):
             elif name not in known:
                 raise ValueError(f"unknown metric {name!r} (known: {', '.join(sorted(known))}; "
                                  "or 'module.path:function')")
+        if v.get("latency") is not None:  # errors name metrics.latency.<option>
+            from pydantic import TypeAdapter
+
+            from bench.metrics.latency import LatencyOptions
+
+            TypeAdapter(dict[str, LatencyOptions]).validate_python({"latency": v["latency"]})
         return v
 
 
@@ -351,4 +357,8 @@ def json_schema() -> dict[str, Any]:
     schema = SuiteModel.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flowmap-bench suite"
+    from bench.metrics.latency import LatencyOptions
+
+    schema["properties"]["metrics"]["properties"] = {"latency": {"anyOf": [LatencyOptions.model_json_schema(),
+                                                                         {"type": "null"}]}}
     return schema

@@ -7,10 +7,12 @@ does not reload weights; load time is then recorded once, on the first cell that
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,24 @@ class CellTask:
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_RunCell = Callable[["Worker", CellTask, dict[str, float], CellResult], None]
+
+
+def _in_cell_runtime(run: _RunCell) -> _RunCell:
+    """Run a whole cell inside its runtime state (bench.runtime: the hardware spec's threads), restored after, so
+    a reused worker's next cell starts from the process's own state instead of the last cell's thread count."""
+
+    @functools.wraps(run)
+    def wrapped(self: Worker, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
+        from bench.hardware import HardwareSpec
+        from bench.runtime import cell_runtime
+
+        with cell_runtime(threads=HardwareSpec.parse(task.cell.hardware).threads):
+            run(self, task, phases, result)
+
+    return wrapped
 
 
 class Worker:
@@ -94,6 +114,7 @@ class Worker:
             self._datasets[key] = build_dataset(task.dataset, dict(task.dataset_options))
         return self._datasets[key]
 
+    @_in_cell_runtime
     def _run(self, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
         import torch
 
@@ -104,9 +125,7 @@ class Worker:
         from bench.metrics.registry import MetricResult
 
         c = task.cell
-        hw = HardwareSpec.parse(c.hardware)
-        if hw.threads:
-            torch.set_num_threads(hw.threads)
+        hw = HardwareSpec.parse(c.hardware)  # its threads are set (and restored) by @_in_cell_runtime
         device = hw.torch_device()
         sampler = self._sampler(task, phases)
         dataset = self._dataset(task)
@@ -202,8 +221,11 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
     from bench.metrics import latency
     from bench.metrics.registry import MetricResult
 
-    opts = dict(task.metrics.get("latency") or {})
-    sizes = sorted(set(opts.get("batch_sizes", [1, 16])))
+    opts = latency.LatencyOptions.model_validate(task.metrics.get("latency") or {})
+    sizes = sorted(set(opts.batch_sizes))
+    threads = _threads()
+    cpu_time = device.type == "cpu" and threads == 1  # CPU seconds mean something on one thread only
+    protocol = {"min_runs": opts.min_runs, "max_time": opts.max_time, "max_iqr_rel": opts.max_iqr_rel}
     out = []
     for b in sizes:
         idx = [i % task.samples for i in range(b)]
@@ -217,17 +239,25 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
             return sampler.sample(req)
 
         r = latency.measure(
-            one_batch, b, device, warmup=int(opts.get("warmup", 1)),
-            min_run_time=float(opts.get("min_run_time", 0.2)), max_run_time=float(opts.get("max_run_time", 5.0)),
+            one_batch, b, device, warmup=opts.warmup, min_run_time=opts.min_run_time,
+            max_run_time=opts.max_run_time, min_runs=opts.min_runs, max_time=opts.max_time, cpu_time=cpu_time,
         )
+        names = ([("latency_ms_batch1", "latency_cpu_ms_batch1")] if b == 1 else []) + (
+            [("latency_ms_per_image", "latency_cpu_ms_per_image")] if b == sizes[-1] else [])
+        runs = {"batch_size": b, "runs": r.runs, "number_per_run": r.number_per_run, "runs_added": r.runs_added}
         med, q25, q75 = r.per_image_ms()
-        prov = {"batch_size": b, "runs": r.runs, "number_per_run": r.number_per_run,
-                "median_batch_ms": r.median_s * 1e3, "ci": "interquartile range", "threads": _threads()}
-        if b == 1:
-            out.append(MetricResult("latency_ms_batch1", med, False, q25, q75, r.runs, prov))
-        if b == sizes[-1]:
-            out.append(MetricResult("latency_ms_per_image", med, False, q25, q75, r.runs, prov))
-    if opts.get("calibrate", True):
+        unstable, reason = latency.stability(r.runs, med, q25, q75, opts.min_runs, opts.max_iqr_rel)
+        prov = {**runs, "median_batch_ms": r.median_s * 1e3, "ci": "interquartile range", "threads": threads,
+                "unstable": unstable, "unstable_reason": reason, **protocol}
+        out += [MetricResult(wall, med, False, q25, q75, r.runs, dict(prov)) for wall, _ in names]
+        cpu = r.cpu_per_image_ms()
+        if cpu is not None:
+            med, q25, q75 = cpu
+            unstable, reason = latency.stability(r.runs, med, q25, q75, opts.min_runs, opts.max_iqr_rel)
+            prov = {**runs, "median_batch_ms": med * b, "ci": "interquartile range", "threads": threads,
+                    "clock": latency.CPU_CLOCK, "unstable": unstable, "unstable_reason": reason, **protocol}
+            out += [MetricResult(cpu_name, med, False, q25, q75, r.runs, dict(prov)) for _, cpu_name in names]
+    if opts.calibrate:
         from bench.metrics.calibration import WORKLOAD, calibrate
 
         c = calibrate(device)
