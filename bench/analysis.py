@@ -33,6 +33,7 @@ from bench.metrics.frechet import (
 DEFAULT_RESAMPLES = 500
 DEFAULT_CONFIDENCE = 0.95
 PAIRED_SEED = (14, 0)  # one fixed stream: every comparison resamples the same index sets for a given N
+MIN_STRATUM = 5  # resample within conditions only when every condition has at least this many images
 
 
 class NotPaired(BenchError):
@@ -53,6 +54,7 @@ class Paired:
     confidence: float
     resamples: int
     n: int
+    method: str = "paired bootstrap"
 
     def worsening(self) -> tuple[float, float, float]:
         """(estimate, low, high) of how much worse B is than A, in the metric's unit (negative: better)."""
@@ -74,6 +76,29 @@ class Paired:
         rel = f" ({100 * self.delta / abs(self.value_a):+.1f}%)" if self.value_a else ""
         return (f"{self.delta:+.4g}{rel}, paired {100 * self.confidence:g}% CI "
                 f"[{self.ci_low:+.4g}, {self.ci_high:+.4g}]")
+
+
+def stratified_counts(strata: np.ndarray, resamples: int, seed: tuple[int, ...]) -> np.ndarray:
+    """(resamples, N) counts drawn with replacement *within* each stratum, so every condition keeps its count."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((resamples, strata.shape[0]))
+    for s in np.unique(strata):
+        members = np.flatnonzero(strata == s)
+        counts[:, members] = rng.multinomial(members.size, np.full(members.size, 1.0 / members.size),
+                                             size=resamples)
+    return counts
+
+
+def resampling_plan(a: Evidence, b: Evidence) -> np.ndarray | None:
+    """The strata both cells share when every condition has >= MIN_STRATUM images, else None (plain bootstrap).
+
+    Image i's condition comes from its dataset index, not its seed: across seed sets the label mix is fixed, so
+    resampling it too (a plain bootstrap) adds spread no rerun would show. With one image per prompt there is
+    no within-condition spread to resample, and the plain bootstrap is kept (conservative)."""
+    if a.strata is None or b.strata is None or not np.array_equal(a.strata, b.strata):
+        return None
+    _, sizes = np.unique(a.strata, return_counts=True)
+    return np.asarray(a.strata) if sizes.min() >= MIN_STRATUM else None
 
 
 def _replicates(ev: Evidence, counts: np.ndarray, ref: FeatureStats | None) -> np.ndarray:
@@ -117,38 +142,43 @@ class PairedComparer:
         if not 0.0 < confidence < 1.0:
             raise BenchError(f"confidence must be in (0, 1), got {confidence}")
         self.resamples, self.confidence, self.seed = resamples, confidence, seed
-        self._counts: dict[int, np.ndarray] = {}
-        self._cache: dict[tuple[int, str | None], tuple[float, np.ndarray]] = {}
+        self._counts: dict[tuple[int, bytes], np.ndarray] = {}
+        self._cache: dict[tuple[int, str | None, bytes], tuple[float, np.ndarray]] = {}
 
-    def _counts_for(self, n: int) -> np.ndarray:
-        if n not in self._counts:
-            self._counts[n] = bootstrap_counts(n, self.resamples, self.seed)
-        return self._counts[n]
+    def _counts_for(self, n: int, strata: np.ndarray | None) -> np.ndarray:
+        key = (n, b"" if strata is None else strata.tobytes())
+        if key not in self._counts:
+            self._counts[key] = (bootstrap_counts(n, self.resamples, self.seed) if strata is None
+                                 else stratified_counts(strata, self.resamples, self.seed))
+        return self._counts[key]
 
-    def _stats(self, ev: Evidence, ref: Evidence | None) -> tuple[float, np.ndarray]:
+    def _stats(self, ev: Evidence, ref: Evidence | None, strata: np.ndarray | None) -> tuple[float, np.ndarray]:
         src = ref if ref is not None else ev
         stats = None
         if ev.kind == "features":
             if src.ref_mean is None or src.ref_cov is None:
                 raise NotPaired("FD evidence without reference statistics")
             stats = FeatureStats(src.ref_mean, src.ref_cov, -1)
-        key = (id(ev), src.ref_digest() if ev.kind == "features" else None)
+        key = (id(ev), src.ref_digest() if ev.kind == "features" else None,
+               b"" if strata is None else strata.tobytes())
         if key not in self._cache:
-            self._cache[key] = (_point(ev, stats), _replicates(ev, self._counts_for(ev.n), stats))
+            self._cache[key] = (_point(ev, stats), _replicates(ev, self._counts_for(ev.n, strata), stats))
         return self._cache[key]
 
     def compare(self, metric: str, higher_is_better: bool, a: Evidence, b: Evidence) -> Paired:
         """B versus A, scored against A's reference statistics (for FD)."""
         check_pairable(a, b)
-        va, ra = self._stats(a, a)
-        vb, rb = self._stats(b, a)
+        strata = resampling_plan(a, b)
+        va, ra = self._stats(a, a, strata)
+        vb, rb = self._stats(b, a, strata)
         diff = rb - ra
         delta = vb - va
         bias = float(np.mean(diff) - delta)
         alpha = (1 - self.confidence) / 2
         lo, hi = (np.quantile(diff, [alpha, 1 - alpha]) - bias) if np.any(diff != diff[0]) else (diff[0], diff[0])
         lo, hi = min(float(lo), delta), max(float(hi), delta)
-        return Paired(metric, higher_is_better, va, vb, delta, lo, hi, self.confidence, self.resamples, a.n)
+        method = "paired bootstrap within conditions" if strata is not None else "paired bootstrap"
+        return Paired(metric, higher_is_better, va, vb, delta, lo, hi, self.confidence, self.resamples, a.n, method)
 
 
 def paired(metric: str, higher_is_better: bool, a: Evidence, b: Evidence, resamples: int = DEFAULT_RESAMPLES,

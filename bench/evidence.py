@@ -42,6 +42,8 @@ class Evidence:
     seeds_sha256: str
     ref_mean: np.ndarray | None = None
     ref_cov: np.ndarray | None = None
+    strata: np.ndarray | None = None  # (N,) condition id per image (class label or prompt): resampled within
+
 
     @property
     def n(self) -> int:
@@ -60,14 +62,29 @@ def seeds_digest(seeds: Sequence[int]) -> str:
     return hashlib.sha256(np.asarray(list(seeds), dtype=np.int64).tobytes()).hexdigest()
 
 
-def features_evidence(features: np.ndarray, seeds: Sequence[int], ref_mean: np.ndarray,
-                      ref_cov: np.ndarray) -> Evidence:
+def condition_strata(labels: Sequence[int] | None, prompts: Sequence[str] | None) -> np.ndarray | None:
+    """Each image's condition as a small integer (its class label, else its prompt), or None without either.
+
+    Image i's condition is fixed by its dataset index, not by its seed, so a resample that keeps every
+    condition's count mimics drawing other seeds for the same conditions (bench.analysis)."""
+    if labels is not None:
+        keys: Sequence[object] = list(labels)
+    elif prompts is not None:
+        keys = list(prompts)
+    else:
+        return None
+    ids: dict[object, int] = {}
+    return np.asarray([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
+
+
+def features_evidence(features: np.ndarray, seeds: Sequence[int], ref_mean: np.ndarray, ref_cov: np.ndarray,
+                      strata: np.ndarray | None = None) -> Evidence:
     return Evidence("features", np.asarray(features), seeds_digest(seeds), np.asarray(ref_mean, np.float64),
-                    np.asarray(ref_cov, np.float64))
+                    np.asarray(ref_cov, np.float64), strata)
 
 
-def values_evidence(values: np.ndarray, seeds: Sequence[int]) -> Evidence:
-    return Evidence("values", np.asarray(values, np.float64).reshape(-1), seeds_digest(seeds))
+def values_evidence(values: np.ndarray, seeds: Sequence[int], strata: np.ndarray | None = None) -> Evidence:
+    return Evidence("values", np.asarray(values, np.float64).reshape(-1), seeds_digest(seeds), strata=strata)
 
 
 def _compact_features(ev: Evidence) -> np.ndarray:
@@ -96,6 +113,8 @@ def to_arrays(evidence: dict[str, Evidence], prefix: str = "") -> dict[str, np.n
         out[base + "rows"] = _compact_features(ev) if ev.kind == "features" else np.asarray(ev.rows, np.float64)
         out[base + "kind"] = np.asarray(ev.kind)
         out[base + "seeds"] = np.asarray(ev.seeds_sha256)
+        if ev.strata is not None:
+            out[base + "strata"] = np.asarray(ev.strata, np.int64)
         digest = ev.ref_digest()
         if digest is not None:
             out[base + "ref"] = np.asarray(digest)
@@ -118,7 +137,8 @@ def from_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> dict[str, Ev
         if base + "ref" in arrays:
             digest = str(arrays[base + "ref"])
             mean, cov = arrays[f"ref{_SEP}{digest}{_SEP}mean"], arrays[f"ref{_SEP}{digest}{_SEP}cov"]
-        out[metric] = Evidence(str(arrays[base + "kind"]), arrays[key], str(arrays[base + "seeds"]), mean, cov)
+        out[metric] = Evidence(str(arrays[base + "kind"]), arrays[key], str(arrays[base + "seeds"]), mean, cov,
+                               arrays.get(base + "strata"))
     return out
 
 

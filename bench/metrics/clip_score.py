@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from bench.evidence import values_evidence
+from bench.evidence import condition_strata, values_evidence
 from bench.metrics.bootstrap import bootstrap_means, check_confidence, check_resamples, percentile_interval
 from bench.metrics.common import (
     base_provenance,
@@ -96,4 +96,4 @@ def clip_score_metric(ctx: QualityContext, options: dict[str, Any]) -> list[Metr
     })
     return [MetricResult(name=f"clip_score:{clip.label}", value=value, higher_is_better=True, ci_low=ci_low,
                          ci_high=ci_high, n=int(scores.shape[0]), provenance=prov,
-                         evidence=values_evidence(scores, ctx.seeds))]
+                         evidence=values_evidence(scores, ctx.seeds, condition_strata(ctx.labels, ctx.prompts)))]

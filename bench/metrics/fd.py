@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.evidence import features_evidence
+from bench.evidence import condition_strata, features_evidence
 from bench.metrics.bootstrap import bias_shifted_interval, check_confidence, check_resamples, normal_interval
 from bench.metrics.common import (
     DISJOINT_FLOOR,
@@ -182,7 +182,8 @@ def fd_metric(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResult
         prov["noise_floor_kind"] = kind
         prov["excess_fd"] = value - floor["value"]
         results.append(_floor_result(ctx, f"fd_floor{sfx}", s, floor, kind, other, ref, space))
-    evidence = features_evidence(feats, ctx.seeds, ref.stats.mean, ref.stats.cov)
+    evidence = features_evidence(feats, ctx.seeds, ref.stats.mean, ref.stats.cov,
+                                 condition_strata(ctx.labels, ctx.prompts))
     results.insert(0, MetricResult(name=f"fd{sfx}", value=value, higher_is_better=False, ci_low=ci_low,
                                    ci_high=ci_high, n=int(feats.shape[0]), provenance=prov, evidence=evidence))
 
