@@ -1,0 +1,131 @@
+"""The sampler output contract (bench/contract.py): each check alone, then through the real worker."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import contract
+from bench.adapters.analytic import AnalyticEuler
+from bench.adapters.protocol import SampleRequest
+from bench.errors import BenchError
+from bench.hardware import HardwareSpec
+
+WHO = "sampler 'x' (pkg:X)"
+
+
+def _raises(cls: type, images, n=2, h=8, w=8) -> str:
+    with pytest.raises(cls) as e:
+        contract.check_images(images, n, h, w, WHO)
+    msg = str(e.value)
+    assert isinstance(e.value, contract.ContractError) and isinstance(e.value, BenchError)
+    assert "\n" not in msg and msg.startswith(WHO + ": ")
+    return msg
+
+
+# ------------------------------------------------------------------------------------------- unit: checks
+def test_good_outputs_pass_and_quantise_like_the_stored_numbers():
+    u8 = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(contract.checked_uint8(u8, 2, 8, 8, WHO), u8)
+    x = torch.rand(2, 3, 8, 8)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = -0.0009, 1.0009  # inside the tolerance: accepted, then clamped
+    out = contract.checked_uint8(x, 2, 8, 8, WHO)
+    assert out.dtype == torch.uint8 and out.device.type == "cpu"
+    assert torch.equal(out, (x.float().clamp(0, 1) * 255).round().to(torch.uint8))  # the rounding stored results use
+    assert out[0, 0, 0, 0] == 0 and out[0, 0, 0, 1] == 255
+    for dt in (torch.float16, torch.bfloat16, torch.float64):
+        contract.check_images(x.clamp(0, 1).to(dt), 2, 8, 8, WHO)
+
+
+def test_shape_violations_name_expected_and_got():
+    msg = _raises(contract.OutputShapeError, torch.rand(4, 3, 4, 4), n=4)
+    assert msg == f"{WHO}: sample() returned images of shape (4, 3, 4, 4); the cell asks for (4, 3, 8, 8)"
+    assert "(1, 3, 8, 8)" in _raises(contract.OutputShapeError, torch.rand(1, 3, 8, 8))  # too few images
+    assert "(2, 1, 8, 8)" in _raises(contract.OutputShapeError, torch.rand(2, 1, 8, 8))  # grey
+    assert "(2, 8, 8, 3)" in _raises(contract.OutputShapeError, torch.rand(2, 8, 8, 3))  # NHWC
+    assert "(3, 8, 8)" in _raises(contract.OutputShapeError, torch.rand(3, 8, 8))
+    assert "(2, 3, 8, 6)" in _raises(contract.OutputShapeError, torch.rand(2, 3, 8, 6))
+
+
+def test_type_violations():
+    assert "returned a list" in _raises(contract.OutputTypeError, [torch.rand(3, 8, 8)] * 2)
+    msg = _raises(contract.OutputTypeError, torch.zeros(2, 3, 8, 8, dtype=torch.int64))
+    assert "returned int64 images; the contract asks for uint8, or float in [0, 1]" in msg
+
+
+def test_non_finite_output():
+    x = torch.rand(3, 3, 8, 8)
+    x[1, 0, 0, 0] = float("nan")
+    x[2, 1, 2, 2] = float("inf")
+    msg = _raises(contract.NonFiniteOutputError, x, n=3)
+    assert msg.endswith("sample() returned 1 NaN and 1 inf values in 2 of 3 images; images must be finite")
+    assert "NaN values in 3 of 3" in _raises(contract.NonFiniteOutputError, torch.full((3, 3, 8, 8), float("nan")), n=3)
+
+
+def test_range_violations():
+    msg = _raises(contract.OutputRangeError, torch.linspace(-1, 1, 2 * 3 * 64).reshape(2, 3, 8, 8))
+    assert msg.endswith("sample() returned float images with values in [-1, 1]; the contract asks for [0, 1] "
+                        "(tolerance 0.001) or uint8")
+    assert "[0, 255]" in _raises(contract.OutputRangeError, torch.linspace(0, 255, 2 * 3 * 64).reshape(2, 3, 8, 8))
+    _raises(contract.OutputRangeError, torch.full((2, 3, 8, 8), 1.0 + 2 * contract.RANGE_TOLERANCE))
+
+
+def test_nfe_check():
+    contract.check_nfe(4.0, 1, who=WHO)
+    with pytest.raises(contract.UncountedNFEError, match=r"none of the 2 module\(s\) networks\(\) lists"):
+        contract.check_nfe(0.0, 2, who=WHO)
+    with pytest.raises(contract.UncountedNFEError, match=r"networks\(\) returned no modules"):
+        contract.check_nfe(0.0, 0, who=WHO)
+    with pytest.raises(contract.UncountedNFEError, match=r"was empty when sample\(\) started"):
+        contract.check_nfe(0.0, 0, listed=1, who=WHO)
+
+
+def test_probe_tolerance_by_device_and_dtype():
+    assert contract.probe_tolerance("cpu", "float32") == contract.PROBE_TOLERANCE_CPU_FP32 == 1
+    assert contract.probe_tolerance(torch.device("cpu"), torch.float64) == 1
+    for dev, dt in (("cpu", "float16"), ("cpu", torch.bfloat16), ("cuda:1", "float32"), ("mps", "float32"),
+                    (torch.device("cuda"), torch.float16)):
+        assert contract.probe_tolerance(dev, dt) == contract.PROBE_TOLERANCE_REDUCED > 1
+
+
+def test_compare_probe_allows_one_level_on_cpu():
+    a = torch.randint(1, 255, (3, 8, 8), dtype=torch.uint8)
+    b = a.clone()
+    b[0, 0, 0] += 1
+    assert contract.compare_probe(a, b, 1, 3, 4, WHO) == 1
+    b[0, 0, 1] -= 2  # uint8 arithmetic must not wrap around in the comparison
+    with pytest.raises(contract.NondeterministicSamplerError) as e:
+        contract.compare_probe(a, b, 1, 3, 4, WHO)
+    assert str(e.value).startswith(f"{WHO}: image 3 sampled alone differs from image 3 of its batch of 4 by up "
+                                   "to 2 uint8 levels (tolerance 1)")
+
+
+def test_single_request_keeps_everything_but_the_batch():
+    req = SampleRequest(seeds=[5, 6, 7], nfe=3, height=8, width=4, prompts=["a", "b", "c"], guidance=2.0,
+                        extra={"k": 1})
+    one = contract.single_request(req, 2)
+    assert (list(one.seeds), one.prompts, one.labels, one.nfe, one.height, one.width, one.guidance, one.extra) == \
+        ([7], ["c"], None, 3, 8, 4, 2.0, {"k": 1})
+    assert contract.single_request(SampleRequest(seeds=[1, 2], nfe=1, height=4, width=4, labels=[3, 4]), 0).labels \
+        == [3]
+
+
+def test_probe_passes_per_image_noise_and_catches_the_global_rng():
+    s = AnalyticEuler(components=4)
+    s.load(HardwareSpec())
+    req = SampleRequest(seeds=[10, 11, 12, 13], nfe=2, height=8, width=8, labels=[0, 1, 2, 3])
+    batch = contract.checked_uint8(s.sample(req), 4, 8, 8, WHO)
+    r = contract.determinism_probe(s, req, batch, tolerance=1, who=WHO)
+    assert (r.index, r.batch, r.max_abs_diff, r.tolerance) == (3, 4, 0, 1)
+    assert r.as_info()["ran"] is True
+    assert contract.determinism_probe(s, req, batch, tolerance=1, index=0, who=WHO).index == 0
+
+    class GlobalRNG(AnalyticEuler):
+        def _noise(self, req):
+            return torch.randn(len(req), 3, req.height, req.width)
+
+    g = GlobalRNG(components=4)
+    g.load(HardwareSpec())
+    batch = contract.checked_uint8(g.sample(req), 4, 8, 8, WHO)
+    with pytest.raises(contract.NondeterministicSamplerError, match="image 3 sampled alone differs"):
+        contract.determinism_probe(g, req, batch, tolerance=1, who=WHO)
