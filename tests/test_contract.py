@@ -129,3 +129,90 @@ def test_probe_passes_per_image_noise_and_catches_the_global_rng():
     batch = contract.checked_uint8(g.sample(req), 4, 8, 8, WHO)
     with pytest.raises(contract.NondeterministicSamplerError, match="image 3 sampled alone differs"):
         contract.determinism_probe(g, req, batch, tolerance=1, who=WHO)
+
+
+# ------------------------------------------------------------------------------- through the real worker
+BAD = "tests.plugins.bad_samplers"
+
+
+def _run_cells(write_suite, tmp_path, samplers: list[str], nfe=(2,), batch_size: int = 4) -> dict:
+    """Plan a tiny gmm suite and run its cells through an in-process bench.worker.Worker."""
+    from bench.plan import plan
+    from bench.run import make_tasks
+    from bench.store import Store
+    from bench.suite import load_suite
+    from bench.worker import Worker
+
+    body = "\n".join([
+        "name: contract",
+        "dataset: {name: gmm, split: eval, components: 4}",
+        "samples: 8",
+        "base_seed: 0",
+        f"batch_size: {batch_size}",
+        "samplers:",
+        *(f"  - {line}" for line in samplers),
+        f"axes: {{nfe: {list(nfe)}, resolution: [8], hardware: ['cpu:threads=1']}}",
+        "metrics: {'tests.plugins.metrics:sample_stats': {}}",
+        "report: {grid: 0, enabled: false}",
+    ])
+    suite = load_suite(write_suite(body))
+    with Store(tmp_path / "r.sqlite") as store:
+        tasks = make_tasks(suite, plan(suite), store)
+    worker = Worker()
+    return {(t.cell.sampler_id, t.cell.nfe): worker.run(t) for t in tasks}
+
+
+def _failed(result, cls: type, tail: str, sampler_id: str, adapter: str) -> None:
+    err = result.error or ""
+    assert result.status == "failed", (result.status, err)
+    assert "\n" not in err
+    assert err == f"{cls.__name__}: sampler {sampler_id!r} ({adapter}): {tail}", err
+
+
+@pytest.mark.parametrize("name, cls, tail", [
+    ("NaNImages", contract.NonFiniteOutputError,
+     "sample() returned 192 NaN values in 1 of 4 images; images must be finite"),
+    ("SmallImages", contract.OutputShapeError,
+     "sample() returned images of shape (4, 3, 4, 4); the cell asks for (4, 3, 8, 8)"),
+    ("SignedFloats", contract.OutputRangeError,
+     "sample() returned float images with values in [-0.8275, 0.8039]; the contract asks for [0, 1] (tolerance 0.001) "
+     "or uint8"),
+    ("UnlistedNetwork", contract.UncountedNFEError,
+     "counted NFE is 0: sample() called none of the 1 module(s) networks() lists (list every network sample() "
+     "calls in networks())"),
+])
+def test_worker_fails_a_cell_that_breaks_the_contract(write_suite, tmp_path, one_thread, name, cls, tail):
+    adapter = f"{BAD}:{name}"
+    results = _run_cells(write_suite, tmp_path, [f'{{id: bad, adapter: "{adapter}", options: {{components: 4}}}}'])
+    _failed(results[("bad", 2)], cls, tail, "bad", adapter)
+    assert not results[("bad", 2)].metrics  # nothing was scored
+
+
+@pytest.mark.parametrize("name", ["GlobalRNG", "BatchGenerator"])
+def test_worker_fails_a_sampler_that_ignores_per_image_seeds(write_suite, tmp_path, one_thread, name):
+    adapter = f"{BAD}:{name}"
+    result = _run_cells(write_suite, tmp_path, [f'{{id: rng, adapter: "{adapter}", options: {{components: 4}}}}'])[
+        ("rng", 2)]
+    assert result.status == "failed" and "\n" not in (result.error or "")
+    prefix = f"NondeterministicSamplerError: sampler 'rng' ({adapter}): image 3 sampled alone differs from image 3 " \
+             "of its batch of 4 by up to "
+    assert (result.error or "").startswith(prefix), result.error
+    assert (result.error or "").endswith("uint8 levels (tolerance 1); image i must start from the noise of its own "
+                                         "seed (per_image_noise(req.seeds, ...)), not the global RNG or its place "
+                                         "in the batch")
+
+
+def test_good_analytic_samplers_pass_and_record_the_probe(write_suite, tmp_path, one_thread):
+    results = _run_cells(write_suite, tmp_path, [
+        "{id: euler, adapter: analytic-euler, options: {components: 4}}",
+        "{id: heun, adapter: analytic-heun, options: {components: 4}, guidance: 2.0}",
+        "{id: oracle, adapter: analytic-oracle-flowmap, options: {components: 4, substeps: 4}}",
+    ], nfe=(1, 3))
+    assert len(results) == 6
+    for (sid, nfe), r in results.items():
+        assert r.status == "done", (sid, nfe, r.error)
+        probe = r.info["determinism_probe"]
+        assert probe["ran"] is True and probe["max_abs_diff"] <= probe["tolerance"] == 1, probe
+        assert (probe["index"], probe["batch"]) == (3, 4)
+        assert r.phases["probe"] >= 0
+    assert results[("euler", 3)].nfe_counted == 3 and results[("heun", 3)].nfe_counted == 10
