@@ -117,7 +117,7 @@ def test_probe_passes_per_image_noise_and_catches_the_global_rng():
     batch = contract.checked_uint8(s.sample(req), 4, 8, 8, WHO)
     r = contract.determinism_probe(s, req, batch, tolerance=1, who=WHO)
     assert (r.index, r.batch, r.max_abs_diff, r.tolerance) == (3, 4, 0, 1)
-    assert r.as_info()["ran"] is True
+    assert r.as_info()["ran"] is True and r.mean_abs_diff == 0.0
     assert contract.determinism_probe(s, req, batch, tolerance=1, index=0, who=WHO).index == 0
 
     class GlobalRNG(AnalyticEuler):
@@ -213,6 +213,7 @@ def test_good_analytic_samplers_pass_and_record_the_probe(write_suite, tmp_path,
         assert r.status == "done", (sid, nfe, r.error)
         probe = r.info["determinism_probe"]
         assert probe["ran"] is True and probe["max_abs_diff"] <= probe["tolerance"] == 1, probe
+        assert probe["mean_abs_diff"] <= probe["max_abs_diff"]
         assert (probe["index"], probe["batch"]) == (3, 4)
         assert r.phases["probe"] >= 0
     assert results[("euler", 3)].nfe_counted == 3 and results[("heun", 3)].nfe_counted == 10
