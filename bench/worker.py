@@ -118,6 +118,7 @@ class Worker:
     def _run(self, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
         import torch
 
+        from bench import contract
         from bench.adapters.protocol import SampleRequest
         from bench.hardware import HardwareSpec
         from bench.metrics.memory import PeakMemory
@@ -139,8 +140,10 @@ class Worker:
         cond = dataset.conditions(indices)
         images = []
         first_sample = None
+        who = f"sampler {c.sampler_id!r} ({c.adapter})"
         with PeakMemory(device) as mem:
-            # Sampling the first batch may build lazily sized networks; hooks are attached per batch.
+            # Hooks go on the modules networks() lists before each batch (a network built inside sample() is
+            # not counted: the contract check below says so).
             for lo in range(0, n, task.batch_size):
                 hi = min(lo + task.batch_size, n)
                 req = SampleRequest(
@@ -150,16 +153,21 @@ class Worker:
                 )
                 with NFECounter(sampler.networks()) as counter:
                     out = sampler.sample(req)
-                if not sampler.networks():
-                    raise RuntimeError(f"{c.adapter}: networks() returned no modules; NFE cannot be counted")
+                images.append(contract.checked_uint8(out, hi - lo, c.resolution, c.resolution, who))
+                contract.check_nfe(counter.per_image(hi - lo), len(counter.modules), len(sampler.networks()), who)
                 if first_sample is None:
-                    first_sample = counter.per_image(hi - lo)
+                    first_sample, first_req = counter.per_image(hi - lo), req
                 elif abs(counter.per_image(hi - lo) - first_sample) > 1e-9:
                     raise RuntimeError("counted NFE differs between batches")
-                images.append(_to_uint8(out, hi - lo, c.resolution))
                 self.progress(f"sample {hi}/{n}")
         samples = torch.cat(images)
         phases["sample"] = time.perf_counter() - t0
+        # Determinism probe: the last image of the first batch again, alone (one batch-1 sample() call).
+        t0 = time.perf_counter()
+        probe = contract.determinism_probe(sampler, first_req, images[0], contract.probe_tolerance(device, hw.dtype),
+                                           who=who)
+        phases["probe"] = time.perf_counter() - t0
+        result.info["determinism_probe"] = probe.as_info()
         result.nfe_counted = first_sample
         metrics: list[MetricResult] = []
         if "memory" in task.metrics:
@@ -194,18 +202,6 @@ class Worker:
             result.status = "failed"
         else:
             result.status = "done"
-
-
-def _to_uint8(out: Any, n: int, resolution: int) -> Any:
-    import torch
-
-    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != n or out.shape[1] != 3:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise RuntimeError(f"sample() must return ({n}, 3, H, W) images, got {shape}")
-    out = out.detach().cpu()
-    if out.dtype != torch.uint8:
-        out = (out.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return out
 
 
 def _save_grid(images: Any, folder: Path) -> None:
