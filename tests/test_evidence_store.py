@@ -164,3 +164,39 @@ def test_best_within_budget_is_undecided_when_latencies_overlap():
     assert [r.best.key for r in rows] == ["a", "b"]
     assert rows[0].latency_ties == ["b"] and not rows[0].decided  # b is better and maybe as fast
     assert rows[1].decided and rows[1].unstable == ["c"]
+
+
+def test_per_image_precision_recall_indicators_average_to_torch_fidelitys_values():
+    import torch
+    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
+    from bench.metrics.fidelity import pr_indicators
+
+    rng = np.random.default_rng(5)
+    f1 = torch.from_numpy(rng.normal(size=(150, 6)))
+    f2 = torch.from_numpy(rng.normal(0.3, 1.1, size=(120, 6)))
+    p, r = pr_indicators(f1, f2, 3, batch_size=64)
+    out = prc_features_to_metric(f1, f2, prc_neighborhood=3, prc_batch_size=64, save_cpu_ram=True, verbose=False)
+    assert p.shape == (150,) and r.shape == (120,)
+    assert p.mean() == pytest.approx(out[KEY_METRIC_PRECISION], abs=1e-6)  # theirs: a float32 mean
+    assert r.mean() == pytest.approx(out[KEY_METRIC_RECALL], abs=1e-6)
+
+
+def test_kid_rows_average_to_the_full_sample_unbiased_mmd():
+    from bench.metrics.fidelity import kid_influence_rows
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(90, 5)), rng.normal(0.2, 1.0, size=(70, 5))
+
+    def k(a, b):
+        return (a @ b.T / 5 + 1.0) ** 3
+
+    kxx, kyy = k(x, x), k(y, y)
+    direct = ((kxx.sum() - np.trace(kxx)) / (90 * 89) + (kyy.sum() - np.trace(kyy)) / (70 * 69)
+              - 2 * k(x, y).mean())
+    kid, rows = kid_influence_rows(x, y, block=32)
+    assert kid == pytest.approx(direct, rel=1e-12) and rows.mean() == pytest.approx(direct, rel=1e-12)
+    # the rows' spread is the delta-method spread: close to the jackknife's on this size
+    jack = np.array([kid_influence_rows(np.delete(x, i, 0), y)[0] for i in range(90)])
+    jack_se = np.sqrt(89 / 90 * ((jack - jack.mean()) ** 2).sum())
+    assert rows.std(ddof=1) / np.sqrt(90) == pytest.approx(jack_se, rel=0.15)

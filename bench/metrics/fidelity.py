@@ -1,7 +1,8 @@
 """KID and precision/recall through torch-fidelity, on features computed once per cell.
 
 The cell's sample features and the cached reference features are handed to torch-fidelity's feature-level
-functions (`kid_features_to_metric`, `prc_features_to_metric`), so images are embedded once and shared with FD.
+functions (`kid_features_to_metric`; for precision/recall its k-NN distance steps, kept per image for paired
+comparisons), so images are embedded once and shared with FD.
 For KID at moderate N the same estimator on the same subsets is evaluated from kernel entries computed once
 (`kid_from_kernel_rows`, ~10x cheaper on a CPU, equal to torch-fidelity's to 1e-9 on float64 features).
 For users who want torch-fidelity's own front door, `calculate_metrics` registers any of our feature spaces as a
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
+from bench.evidence import condition_strata, values_evidence
 from bench.metrics.bootstrap import check_confidence, normal_interval, wilson_interval
 from bench.metrics.common import (
     FEATURE_OPTIONS,
@@ -33,6 +35,7 @@ from bench.metrics.common import (
 from bench.metrics.features import FeatureSpace
 from bench.metrics.registry import MetricResult, QualityContext
 
+KID_EVIDENCE_MAX_N = 20000  # per-image KID influence values need the N x N kernel: O(N^2 D), kept up to here
 KID_OPTIONS = (*FEATURE_OPTIONS, "subsets", "subset_size", "degree", "coef0", "confidence", "backend")
 KID_BACKENDS = ("auto", "bench", "torch-fidelity")
 PR_OPTIONS = (*FEATURE_OPTIONS, "neighborhood", "confidence")
@@ -133,8 +136,65 @@ def kid_metric(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResul
         "kernel": f"(x·y / D + {coef0})^{degree}", "subsets": subsets, "subset_size": size, "rng_seed": seed,
         "std_over_subsets": std, "ci": {"confidence": confidence, "method": iv.method},
     })
+    evidence = None
+    if n1 <= KID_EVIDENCE_MAX_N and n2 <= KID_EVIDENCE_MAX_N:
+        kid_full, rows = kid_influence_rows(feats, ref.features, degree, coef0)
+        evidence = values_evidence(rows, ctx.seeds, condition_strata(ctx.labels, ctx.prompts))
+        prov["paired_evidence"] = {"full_sample_kid": kid_full, "what": "per-image rows of the full-sample "
+                                   "unbiased MMD² (its influence function): paired differences resample them"}
+    else:
+        prov["paired_evidence"] = {"kept": False, "why": f"N > {KID_EVIDENCE_MAX_N} (the N x N kernel is too costly)"}
     return [MetricResult(name=f"kid{name_suffix(options)}", value=mean, higher_is_better=False, ci_low=iv.low,
-                         ci_high=iv.high, n=int(n1), provenance=prov)]
+                         ci_high=iv.high, n=int(n1), provenance=prov, evidence=evidence)]
+
+
+def kid_influence_rows(f1: np.ndarray, f2: np.ndarray, degree: int = 3, coef0: float = 1.0,
+                       block: int = 2048) -> tuple[float, np.ndarray]:
+    """The full-sample unbiased MMD² (KID's kernel) and per-image rows whose mean is it: row i = KID + psi_i,
+    psi_i = 2 (a_i - mean a) - 2 (m_i - mean m), a_i the mean kernel of sample i with the other samples, m_i
+    with the reference. psi is KID's influence function, so resampling these rows is the linearised (delta-method)
+    bootstrap of KID, which bench.analysis pairs across cells with the reference held fixed."""
+    x = np.asarray(f1, np.float64)
+    y = np.asarray(f2, np.float64)
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+
+    def kern(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a @ b.T / d + coef0) ** degree
+
+    a = np.empty(n)
+    mr = np.empty(n)
+    for lo in range(0, n, block):
+        rows = x[lo:lo + block]
+        kx = kern(rows, x)
+        a[lo:lo + block] = (kx.sum(1) - kx[np.arange(kx.shape[0]), np.arange(lo, lo + kx.shape[0])]) / (n - 1)
+        mr[lo:lo + block] = kern(rows, y).mean(1)
+    ryy = 0.0
+    for lo in range(0, m, block):
+        ky = kern(y[lo:lo + block], y)
+        ryy += ky.sum() - np.trace(ky[:, lo:lo + ky.shape[0]])
+    kid = float(a.mean() - 2 * mr.mean() + ryy / (m * (m - 1)))
+    psi = 2 * (a - a.mean()) - 2 * (mr - mr.mean())
+    return kid, kid + psi
+
+
+# ----------------------------------------------------------------------------------------------- PR
+
+
+def pr_indicators(f1: torch.Tensor, f2: torch.Tensor, k: int, batch_size: int = 10000) -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+    """Per-image precision and recall indicators, built from torch-fidelity's own distance and k-NN steps:
+    precision_i = sample i lies in some reference image's k-NN ball; recall_j = reference image j lies in some
+    sample's ball. Their means are torch-fidelity's precision and recall (a test checks equality)."""
+    from torch_fidelity.metric_prc import calc_cdist_part
+
+    def radii(f: torch.Tensor) -> torch.Tensor:
+        return torch.cat([calc_cdist_part(b, f, batch_size).kthvalue(k + 1).values for b in f.split(batch_size)])
+
+    def inside(a: torch.Tensor, b: torch.Tensor, rb: torch.Tensor) -> np.ndarray:
+        return torch.cat([(calc_cdist_part(x, b, batch_size) <= rb).any(dim=1) for x in a.split(batch_size)]
+                         ).double().numpy()
+
+    return inside(f1, f2, radii(f2)), inside(f2, f1, radii(f1))
 
 
 # ----------------------------------------------------------------------------------------------- PR
@@ -149,32 +209,32 @@ def _precision_recall(ctx: QualityContext, options: dict[str, Any], metric: str)
     cache_key = f"prc:{space.id}:{k}:{confidence}"
     if cache_key in ctx.shared:
         return ctx.shared[cache_key]
-    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
-
     feats = sample_features(ctx, space, bs)
     ref = get_reference(ctx, space, "reference", bs)
     if min(feats.shape[0], ref.features.shape[0]) <= k:
         raise BenchError(f"metric {metric}: needs more than neighborhood={k} samples")
-    out = prc_features_to_metric(torch.from_numpy(feats), torch.from_numpy(ref.features), prc_neighborhood=k,
-                                 prc_batch_size=10000, save_cpu_ram=True, **_QUIET)
+    ind_p, ind_r = pr_indicators(torch.from_numpy(feats), torch.from_numpy(ref.features), k)
     sfx = name_suffix(options)
+    strata = condition_strata(ctx.labels, ctx.prompts)
     results = []
-    for name, key, n, what in (
-        ("precision", KEY_METRIC_PRECISION, feats.shape[0], "fraction of samples inside the reference manifold"),
-        ("recall", KEY_METRIC_RECALL, ref.features.shape[0], "fraction of reference images inside the samples' "
-                                                             "manifold"),
+    for name, ind, n, what in (
+        ("precision", ind_p, feats.shape[0], "fraction of samples inside the reference manifold"),
+        ("recall", ind_r, ref.features.shape[0], "fraction of reference images inside the samples' manifold"),
     ):
-        value = float(out[key])
+        value = float(ind.mean())
         iv = wilson_interval(value, int(n), confidence)
         prov = base_provenance(ctx, space, ref)
         prov.update({
-            "library": "torch-fidelity prc_features_to_metric (Kynkäänniemi et al. 2019)",
-            "what": what, "neighborhood": k, "f_score": float(out["f_score"]),
+            "library": "torch-fidelity's k-NN distance steps (metric_prc.calc_cdist_part; Kynkäänniemi et al. 2019), "
+                       "per-image indicators averaged",
+            "what": what, "neighborhood": k,
             "ci": {"confidence": confidence, "method": "Wilson score interval over the per-image indicators, "
                                                        "given the estimated manifolds"},
         })
+        # recall's rows are reference images j, precision's samples i: both in dataset-index order, so pairable
+        ev = values_evidence(ind, ctx.seeds, strata) if ind.shape[0] == len(ctx.seeds) else None
         results.append(MetricResult(name=f"{name}{sfx}", value=value, higher_is_better=True, ci_low=iv.low,
-                                    ci_high=iv.high, n=int(n), provenance=prov))
+                                    ci_high=iv.high, n=int(n), provenance=prov, evidence=ev))
     ctx.shared[cache_key] = results
     return results
 
