@@ -76,24 +76,38 @@ class Store:
 
     def __init__(self, path: str | Path = "runs/bench.sqlite", readonly: bool = False) -> None:
         self.path = Path(path)
+        self._opened = False
+        try:
+            self._open(readonly)
+            self.schema_version = self._read_version()
+            if self.schema_version > SCHEMA_VERSION:
+                raise BenchError(f"results store {self.path} has schema version {self.schema_version}; this "
+                                 f"flowmap-bench reads versions up to {SCHEMA_VERSION} (upgrade flowmap-bench)")
+            if not readonly:
+                self._migrate()
+        except (sqlite3.DatabaseError, OSError, BenchError) as e:  # not SQLite, truncated, unwritable, locked
+            if self._opened:
+                self.db.close()
+            if isinstance(e, BenchError):
+                raise
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise BenchError(f"results store {self.path} cannot be opened{'' if readonly else ' for writing'}: "
+                             f"{why} (is it a flowmap-bench store? pass another --store)") from None
+
+    def _open(self, readonly: bool) -> None:
         if readonly:
             if not self.path.is_file():
                 raise BenchError(f"no results store at {self.path} (run `bench run SUITE` first, or pass --store)")
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            self._opened = True
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30)
+            self._opened = True
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.row_factory = sqlite3.Row
-        self.schema_version = self._read_version()
-        if self.schema_version > SCHEMA_VERSION:
-            self.db.close()
-            raise BenchError(f"results store {self.path} has schema version {self.schema_version}; this "
-                             f"flowmap-bench reads versions up to {SCHEMA_VERSION} (upgrade flowmap-bench)")
-        if not readonly:
-            self._migrate()
 
     def _read_version(self) -> int:
         """0: empty (new) store; 1: written by the first release (no meta table); else the recorded version."""

@@ -200,3 +200,16 @@ def test_kid_rows_average_to_the_full_sample_unbiased_mmd():
     jack = np.array([kid_influence_rows(np.delete(x, i, 0), y)[0] for i in range(90)])
     jack_se = np.sqrt(89 / 90 * ((jack - jack.mean()) ** 2).sum())
     assert rows.std(ddof=1) / np.sqrt(90) == pytest.approx(jack_se, rel=0.15)
+
+
+@pytest.mark.parametrize("content", [b"hello, not a database\n", b"SQLite format 3\x00" + b"\x00" * 200])
+@pytest.mark.parametrize("command", [["export"], ["report"], ["gate", "--baseline", str(FIXTURES / "baseline.json")]])
+def test_a_broken_store_file_is_one_line_and_exit_2(tmp_path, capsys, content, command):
+    from bench.cli import main
+
+    store = tmp_path / "broken.sqlite"
+    store.write_bytes(content)
+    assert main([*command, "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "broken.sqlite cannot be opened" in err
+    assert store.read_bytes() == content  # left as it was
