@@ -44,6 +44,11 @@ class C:
     evidence: bool = True
 
 
+def _seed(sampler: str, nfe: int) -> tuple[int]:
+    """The seed of a cell's own noise (its shared image part comes from the image seeds)."""
+    return (int(hashlib.sha256(f"{sampler}|{nfe}".encode()).hexdigest()[:8], 16),)
+
+
 def write_run(path: Path, cells: list[C], tag: str = "") -> str:
     with Store(path) as st:
         run = st.start_run("paired", "h" * 16, "paired.yaml", SUITE, git_commit="abc", fingerprint={}, versions={},
@@ -52,8 +57,7 @@ def write_run(path: Path, cells: list[C], tag: str = "") -> str:
                      hashlib.sha256(f"{tag}|{c.sampler}|{c.nfe}".encode()).hexdigest()[:20]) for c in cells]
         st.record_plan(run, plan, set())
         for cell, c in zip(plan, cells, strict=True):
-            seed = (int(hashlib.sha256(f"{c.sampler}|{c.nfe}".encode()).hexdigest()[:8], 16),)
-            fd, lo, hi, ev = synthetic_fd(c.excess, N, seed, image_seed=c.image_seed)
+            fd, lo, hi, ev = synthetic_fd(c.excess, N, _seed(c.sampler, c.nfe), image_seed=c.image_seed)
             flag = {"unstable": True, "unstable_reason": REASON} if c.unstable else {}
             t, w = c.latency, c.iqr
             metrics = [MetricResult("fd", fd, False, lo, hi, N, {"feature_space": "synthetic"}),
@@ -177,6 +181,7 @@ def test_unstable_latency_gets_a_badge_and_is_never_best(tmp_path):
     assert f'<span class="badge unstable" title="unstable latency: {REASON}">unstable</span>' in row
     lat_td = re.search(r'<td class="num ([^"]*)"[^>]*title="([^"]*unstable latency[^"]*)"', row)
     assert lat_td and "best" not in lat_td.group(1) and REASON in lat_td.group(2)
+    assert 'class="badge front"' not in row  # fastest and best FD, but not on the front: its latency is unstable
     budget = rows(html, "budget")
     assert budget and not any("quick" in r for r in budget)  # never the best of a budget
     assert "Left out (unstable latency): quick @ 1 NFE" in html
@@ -204,3 +209,44 @@ def test_old_store_without_evidence_is_labelled_unpaired(tmp_path):
     assert "quality tied (interval overlap, unpaired)" in html
     cmp = compare_runs(data.df, data.df, data.evidence, data.evidence)
     assert set(cmp.loc[cmp.metric == "fd", "ci_method"]) == {"unpaired"}
+
+
+def test_budget_quality_ties_are_paired_or_labelled_unpaired(tmp_path):
+    # r is the fastest; p is better by a small shift the cells' own intervals hide: with evidence the paired test
+    # separates them (no tie), in an old store the interval-overlap rule ties them and says it is unpaired
+    cells = [C("r", 1, 4.25, 5.0), C("p", 1, 4.0, 10.0)]
+    new, old = tmp_path / "new.sqlite", tmp_path / "old.sqlite"
+    write_run(new, cells)
+    write_run(old, cells)
+    drop_evidence(old)
+    html = write_report(new, out=tmp_path / "n.html").read_text()
+    p_row = row_with(html, "budget", "<strong>p @ 1 NFE</strong>")
+    assert "r @ 1 NFE" not in p_row
+    html = write_report(old, out=tmp_path / "o.html").read_text()
+    p_row = row_with(html, "budget", "<strong>p @ 1 NFE</strong>")
+    assert "r @ 1 NFE (unpaired)" in p_row
+
+
+def test_dominance_checks_latency_by_iqr_and_quality_paired(tmp_path):
+    # w dominates l (lower FD, lower latency); the latencies' IQRs overlap, the FD gain is real (paired)
+    path = tmp_path / "bench.sqlite"
+    write_run(path, [C("w", 1, 3.0, 10.0, iqr=0.05), C("l", 1, 6.0, 10.4, iqr=0.05)])
+    html = write_report(path, out=tmp_path / "r.html").read_text()
+    sentence = re.search(r"<li><strong>w @ 1 NFE</strong> dominates l @ 1 NFE:(.*?)</li>", html, flags=re.S)
+    assert sentence, html
+    assert "latency IQRs overlap" in sentence.group(1) and "statistical tie" not in sentence.group(1)
+    # separated latencies and an FD gain inside the paired CI (equal excess, only the cells' own noise differs):
+    # the sentence says the FD gain is not real
+    first, second = sorted(["u", "v"], key=lambda s: synthetic_fd(4.0, N, _seed(s, 1))[0])
+    path2 = tmp_path / "b2.sqlite"
+    write_run(path2, [C(first, 1, 4.0, 10.0), C(second, 1, 4.0, 30.0)])
+    data = load_run(path2)
+    keys = {str(c.sampler): str(c.cell_key) for c in data.cells.itertuples()}
+    fd = data.metric("fd")
+    assert fd is not None
+    v = Judge(data).quality(fd, keys[first], keys[second])
+    assert v is not None and v.paired and v.verdict == "tie" and v.delta > 0, v
+    html = write_report(path2, out=tmp_path / "r2.html").read_text()
+    sentence = re.search(rf"<li><strong>{first} @ 1 NFE</strong> dominates {second} @ 1 NFE:(.*?)</li>", html,
+                         flags=re.S)
+    assert sentence and "(FD within the paired CI)" in sentence.group(1), sentence
