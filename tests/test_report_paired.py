@@ -250,3 +250,15 @@ def test_dominance_checks_latency_by_iqr_and_quality_paired(tmp_path):
     sentence = re.search(rf"<li><strong>{first} @ 1 NFE</strong> dominates {second} @ 1 NFE:(.*?)</li>", html,
                          flags=re.S)
     assert sentence and "(FD within the paired CI)" in sentence.group(1), sentence
+
+
+def test_corrupt_evidence_falls_back_and_says_why(tmp_path):
+    path = tmp_path / "bench.sqlite"
+    write_run(path, SHIFT)
+    victim = next((tmp_path / "evidence").glob("*.npz"))
+    victim.write_bytes(b"not an npz")
+    data = load_run(path)
+    assert len(data.evidence_problems) == 1 and len(data.evidence) == len(SHIFT) - 1
+    html = write_report(path, out=tmp_path / "r.html").read_text()
+    assert "3 of 4 measured cells keep" not in html and "1 of 4 measured cells keep no per-image evidence" in html
+    assert "does not match the sha256" in html  # the reason, in the note and in the unpaired rows' tooltips

@@ -207,8 +207,9 @@ def load_run(store_path: str | Path, run_id: str | None = None, suite: str | Non
         for key in dict.fromkeys(str(k) for k in data.cells.loc[data.cells["status"] == "done", "cell_key"]):
             try:
                 ev = store.evidence(key)
-            except BenchError as e:  # a corrupt or missing sidecar: that cell's verdicts fall back and say why
-                data.evidence_problems[key] = str(e)
+            except (BenchError, KeyError, ValueError) as e:  # a corrupt or missing sidecar: that cell's verdicts
+                data.evidence_problems[key] = str(e) if isinstance(e, BenchError) else (  # fall back and say why
+                    f"evidence of cell {key} is unreadable ({type(e).__name__}: {e})")
                 continue
             if ev:
                 data.evidence[key] = ev
