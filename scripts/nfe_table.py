@@ -5,9 +5,13 @@
 
 The first store's latest `nfe_sweep` run gives the table (FD with its bootstrap CI, per resolution); the seed
 stores are the same suite rerun with other sampling seeds (`--set base_seed=...`), and give each 16x16 cell's
-seed-to-seed FD spread (max - min over all seed sets). An ordering of two samplers is claimed only when their FD
-gap exceeds both cells' seed spread; otherwise the table calls them tied. Excess FD = FD - the noise floor at
-the same sample count. Prints Markdown.
+seed-to-seed FD spread (max - min over all seed sets). Excess FD = FD - the noise floor at the same sample count.
+Prints Markdown.
+
+Ties: when the store's cells keep per-image evidence, an ordering of two samplers is claimed only when the paired
+95% bootstrap interval of their FD difference (bench.analysis: same seeds, same images, resampled jointly)
+excludes zero. Cells without evidence (stores of the first release) fall back to the seed spread: an ordering
+only when the FD gap exceeds both cells' seed spread. Otherwise the table calls them tied.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis import NotPaired, PairedComparer
+from bench.errors import BenchError
+from bench.evidence import Evidence
 from bench.store import Store
 
 FLOW_MAPS = ("flowmap-lmd", "flowmap-meanflow")
@@ -34,11 +41,42 @@ def load(store: Path, suite: str) -> pd.DataFrame:
         df = s.results(suite=suite)
     df = df[(df.status == "done") & (df.hardware == "cpu")]
     keys = ["sampler", "nfe_requested", "resolution"]
-    fd = df[df.metric == "fd"].set_index(keys)[["value", "ci_low", "ci_high", "nfe_counted"]]
+    fd = df[df.metric == "fd"].set_index(keys)[["value", "ci_low", "ci_high", "nfe_counted", "cell_key"]]
     floor = df[df.metric == "fd_floor"].set_index(keys)["value"].rename("floor")
     out = fd.join(floor).rename(columns={"value": "fd"}).reset_index()
     out["excess"] = out.fd - out.floor
     return out.rename(columns={"nfe_requested": "nfe"})
+
+
+class PairedFD:
+    """Paired FD verdicts between the cells of one store (bench.analysis), for the cells that keep evidence."""
+
+    def __init__(self, store: Path, df: pd.DataFrame) -> None:
+        self.comparer = PairedComparer()
+        self.evidence: dict[str, Evidence] = {}
+        self.problems: list[str] = []
+        with Store(store, readonly=True) as s:
+            for key in df.cell_key:
+                try:
+                    ev = s.evidence(str(key)).get("fd")
+                except BenchError as e:
+                    self.problems.append(str(e))
+                    continue
+                if ev is not None:
+                    self.evidence[str(key)] = ev
+
+    def __bool__(self) -> bool:
+        return bool(self.evidence)
+
+    def verdict(self, key_a: str, key_b: str) -> str | None:
+        """FD of cell B versus cell A: 'better' | 'worse' | 'tie', or None when the two cannot be paired."""
+        ea, eb = self.evidence.get(str(key_a)), self.evidence.get(str(key_b))
+        if ea is None or eb is None:
+            return None
+        try:
+            return self.comparer.compare("fd", False, ea, eb).verdict()
+        except NotPaired:
+            return None
 
 
 def spreads(main: pd.DataFrame, seeds: list[pd.DataFrame]) -> pd.Series:
@@ -68,21 +106,33 @@ def table(df: pd.DataFrame, res: int, order: list[str]) -> str:
     return "\n".join(lines)
 
 
-def ranking(df16: pd.DataFrame, spread: pd.Series, nfe: int, samplers: list[str]) -> str:
-    """Samplers at one NFE, best first; '<' where the gap beats both seed spreads, '=' (tied) where not."""
+def _ordered(prev: Any, r: Any, nfe: int, spread: pd.Series, paired: PairedFD | None) -> tuple[bool, str]:
+    """Is r's FD worse than prev's beyond the noise? (decision, 'paired' | 'seed spread')."""
+    if paired is not None and (v := paired.verdict(prev.cell_key, r.cell_key)) is not None:
+        return v == "worse", "paired"
+    sp = max(spread.get((prev.sampler, nfe), float("nan")), spread.get((r.sampler, nfe), float("nan")))
+    return bool(r.fd - prev.fd > sp), "seed spread"
+
+
+def ranking(df16: pd.DataFrame, spread: pd.Series, nfe: int, samplers: list[str],
+            paired: PairedFD | None = None) -> str:
+    """Samplers at one NFE, best first; '<' where the FD difference is beyond the noise, '=' (tied) where not.
+    The noise is the paired CI of the difference when both cells keep evidence, else both cells' seed spread
+    (a comparison decided by the seed spread while others are paired is marked '<*' / '=*')."""
     rows = df16[(df16.nfe == nfe) & df16.sampler.isin(samplers)].sort_values("fd")
     parts: list[str] = []
     prev = None
     for r in rows.itertuples():
         if prev is not None:
-            sp = max(spread.get((prev.sampler, nfe), float("nan")), spread.get((r.sampler, nfe), float("nan")))
-            parts.append("<" if r.fd - prev.fd > sp else "=")
+            worse, how = _ordered(prev, r, nfe, spread, paired)
+            mark = "*" if paired and how != "paired" else ""
+            parts.append(("<" if worse else "=") + mark)
         parts.append(f"{r.sampler} {r.fd:.2f}")
         prev = r
     return " ".join(parts)
 
 
-def checks(df: pd.DataFrame, spread: pd.Series) -> dict[str, Any]:
+def checks(df: pd.DataFrame, spread: pd.Series, paired: PairedFD | None = None) -> dict[str, Any]:
     """Issue 5's acceptance rules on the 16x16 cells."""
     d = df[df.resolution == 16].set_index(["sampler", "nfe"])
     teacher = [s for s in d.index.get_level_values(0).unique() if s.startswith("teacher-")]
@@ -123,6 +173,10 @@ def checks(df: pd.DataFrame, spread: pd.Series) -> dict[str, Any]:
             "best_nfe": best_n, "fd": {int(n): round(float(v), 3) for n, v in cd.fd.items()},
             "worse_than_fewer_steps_beyond_seed_spread": {
                 f"{b} vs {a}": beyond(int(a), int(b)) for a in cd.index for b in cd.index if b > a and b > best_n}}
+        if paired:  # the same question on the paired CI of the FD difference (bench.analysis)
+            out["consistency_degrades"]["worse_than_fewer_steps_paired"] = {
+                f"{b} vs {a}": paired.verdict(cd.loc[a].cell_key, cd.loc[b].cell_key)
+                for a in cd.index for b in cd.index if b > a and b > best_n}
     return out
 
 
@@ -136,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     df = load(a.store, a.suite)
     seeds = [load(p, a.suite) for p in a.seed_store]
     spread = spreads(df, seeds) if seeds else pd.Series(dtype=float)
+    paired = PairedFD(a.store, df)
     order = [s for s in (*FLOW_MAPS, *BASELINES, "teacher-euler", "teacher-heun", "teacher-dpmpp")
              if s in set(df.sampler)] + sorted(set(df.sampler) - set(FLOW_MAPS) - set(BASELINES)
                                                - {"teacher-euler", "teacher-heun", "teacher-dpmpp"})
@@ -150,11 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, row in sp.iterrows():
             print(f"| {name} | " + " | ".join("" if pd.isna(v) else f"{v:.2f}" for v in row) + " |")
         print()
-        print("ranking per NFE (16x16; '<' beats the seed spread, '=' tied):\n")
+    if paired or seeds:
+        if paired:
+            print("ranking per NFE (16x16; '<' the paired 95% CI of the FD difference excludes 0, '=' tied; "
+                  "'*' decided by the seed spread, no per-image evidence):\n")
+        else:
+            print("ranking per NFE (16x16; '<' beats the seed spread, '=' tied; the store keeps no per-image "
+                  "evidence, so no paired test):\n")
         for n in sorted(df16.nfe.unique()):
-            print(f"- NFE {n}: {ranking(df16, spread, int(n), order)}")
+            print(f"- NFE {n}: {ranking(df16, spread, int(n), order, paired if paired else None)}")
         print()
-    result = checks(df, spread)
+    result = checks(df, spread, paired if paired else None)
+    result["ranking_method"] = "paired" if paired else ("seed spread" if seeds else None)
     print("```json\n" + json.dumps(result, indent=1, default=str) + "\n```")
     if a.json:
         a.json.write_text(json.dumps({"checks": result, "cells": df.to_dict(orient="records"),

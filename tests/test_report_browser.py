@@ -19,7 +19,7 @@ import bench
 from bench.cli import main
 from bench.datasets import Conditions
 from bench.report.html import write_report
-from bench.report.synthetic import DEFAULT_SAMPLERS, make_store
+from bench.report.synthetic import DEFAULT_SAMPLERS, UNSTABLE_REASON, make_store
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -126,14 +126,16 @@ class Opened:
 
 @pytest.fixture(scope="module")
 def sweep_report(tmp_path_factory) -> Path:
-    """An nfe_sweep-scale report: 7 samplers of every family, 2 resolutions, cpu + cuda (skipped), 8 grid images."""
+    """An nfe_sweep-scale report: 7 samplers of every family, 2 resolutions, cpu + cuda (skipped), 8 grid images,
+    per-image evidence for every cell (paired verdicts) and one cell whose latency is flagged unstable."""
     folder = tmp_path_factory.mktemp("sweep")
     samplers = (DEFAULT_SAMPLERS[0].__class__(EVIL_SAMPLER, *[getattr(DEFAULT_SAMPLERS[0], f) for f in
                 ("family", "fd_scale", "fd_decay", "ms_per_nfe", "nfe_per_step", "intercept", "nfe")]),
                 *DEFAULT_SAMPLERS[1:])
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(bench.datasets._DATASETS, "evil-prompts", f"{__name__}:EvilPromptDataset")
-        make_store(folder / "bench.sqlite", suite="nfe_sweep", samplers=samplers, grid=8, dataset="evil-prompts")
+        make_store(folder / "bench.sqlite", suite="nfe_sweep", samplers=samplers, grid=8, dataset="evil-prompts",
+                   unstable=(("turbo", 1),))
         return write_report(folder / "bench.sqlite", out=folder / "nfe_sweep.html")
 
 
@@ -160,6 +162,21 @@ def test_sweep_report_renders_fast_small_and_clean(browser, sweep_report, tmp_pa
         assert page.evaluate("window.__pwned") is None
         assert EVIL_SAMPLER in page.inner_text("#headline") + page.inner_text("table.results")
         assert page.locator("table.grid thead b").count() == 0 and page.locator("table.grid thead img").count() == 0
+
+        # paired comparisons per measured panel, decided by the paired test
+        assert page.locator("h3.paired-title").count() == 2
+        steps = page.locator("table.paired-steps").first
+        assert steps.is_visible() and "paired" in steps.inner_text()
+        assert page.locator("table.paired-nfe td.verdict.worse").count() > 0
+        assert page.locator(".badge.unpaired").count() == 0
+
+        # the unstable latency: a visible badge with the reason on hover, and never the best of a budget
+        badge = page.locator("table.results .badge.unstable").first
+        assert badge.is_visible() and UNSTABLE_REASON in (badge.get_attribute("title") or "")
+        assert page.locator("table.results .badge.unstable").count() == 2 * 2  # 2 latency columns x 2 panels
+        best = page.locator("table.budget td:nth-child(2)").all_inner_texts()
+        assert best and not any("turbo @ 1 NFE" in t for t in best)
+        assert "Left out (unstable latency)" in page.inner_text("#headline")
 
         # light JS works: the budget box answers, a header click sorts the table
         assert "ship" in page.inner_text(".budget-box output")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -58,6 +59,7 @@ def test_deltas_intervals_and_direction():
     assert r.delta_ci_low == pytest.approx(-3.0 - math.hypot(1.0, 1.0))
     assert r.delta_ci_high == pytest.approx(-3.0 + math.hypot(1.5, 1.0))
     assert r.significant and r.change == "better"
+    assert r.ci_method == "unpaired"  # no per-image evidence given: the conservative combined interval
 
     r = _get(cmp, "fm", 2, "fd")  # FD up by 0.9, intervals combine to ~0.36 below: significant regression
     assert r.change == "worse" and r.significant
@@ -67,6 +69,7 @@ def test_deltas_intervals_and_direction():
 
     r = _get(cmp, "fm", 1, "peak_memory_mb")  # no intervals at all: no significance claimed
     assert r.change == "worse" and not r.significant and math.isnan(r.delta_ci_low)
+    assert r.ci_method is None
 
 
 def test_unmatched_failed_and_skipped_cells_are_listed():
@@ -78,7 +81,8 @@ def test_unmatched_failed_and_skipped_cells_are_listed():
     assert gone.change == "gone" and pd.isna(gone.status_b)
     new = _get(cmp, "new", 1, None)
     assert new.status_b == "skipped" and pd.isna(new.status_a) and new.reason_b == "no CUDA device"
-    assert set(cmp.columns) >= {"value_a", "value_b", "delta", "delta_ci_low", "delta_ci_high", "significant"}
+    assert set(cmp.columns) >= {"value_a", "value_b", "delta", "delta_ci_low", "delta_ci_high", "significant",
+                                "ci_method"}
 
 
 def test_identical_runs_have_zero_deltas():
@@ -92,9 +96,10 @@ def test_identical_runs_have_zero_deltas():
 def test_format_compare_text():
     text = format_compare(compare_runs(A, B))
     lines = text.splitlines()
-    assert lines[0].split() == ["cell", "metric", "A", "B", "delta", "[CI]", "change"]
+    assert lines[0].split() == ["cell", "metric", "A", "B", "delta", "[CI]", "CI", "change"]
     fd_line = next(line for line in lines if line.startswith("fm@1 ") and " fd " in line)
-    assert "-3" in fd_line and "(-30.0%)" in fd_line and fd_line.rstrip().endswith("better")
+    assert "-3" in fd_line and "(-30.0%)" in fd_line and fd_line.rstrip().endswith("unpaired  better")
     assert any("clip_score" in line and line.endswith("better (within CI)") for line in lines)
-    assert any("peak_memory_mb" in line and line.endswith("worse (no CI)") for line in lines)
+    assert any(re.search(r"peak_memory_mb .* -\s+worse \(no CI\)$", line) for line in lines)
+    assert any(re.search(r"^cd@1 .* -\s+unmeasured$", line) for line in lines)  # no delta, no interval
     assert "more rows" in format_compare(compare_runs(A, B), max_rows=2)

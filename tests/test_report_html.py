@@ -69,6 +69,10 @@ def test_plots_tables_grids_and_provenance(store, html):
     assert "no CUDA device" in html and "sampler diverged at step 3" in html
     # Pareto analysis in words, budget table, unknown metrics rendered generically
     assert "dominates" in html and "Pareto front (fastest first)" in html and "budget ≥" in html
+    # the synthetic store keeps per-image evidence: paired comparisons per panel, every one paired
+    assert html.count('<h3 class="paired-title">Paired comparisons</h3>') == 2
+    assert 'class="paired-steps"' in html and 'class="paired-nfe"' in html
+    assert "keeps no per-image evidence" not in html and 'class="badge unpaired"' not in html
     assert "sharpness" in html and "calibration" in html
     # provenance: fingerprint, versions, commit, suite text
     assert "made-up CPU" in html and "flowmap-bench" in html and "0123456789abcdef" in html

@@ -17,6 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analysis import Timing, timing_of
+from bench.errors import BenchError
+from bench.evidence import Evidence
 from bench.store import Store
 
 CELL_COLUMNS = ["sampler", "family", "nfe_requested", "nfe_counted", "resolution", "hardware", "status", "reason",
@@ -122,6 +125,9 @@ class RunData:
     metrics: list[MetricInfo]
     values: dict[tuple[str, str], Value]
     provenance: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # cell key -> metric -> per-image evidence (bench.evidence); {} for a cell without any (a first-release store)
+    evidence: dict[str, dict[str, Evidence]] = field(default_factory=dict)
+    evidence_problems: dict[str, str] = field(default_factory=dict)  # cell key -> why its evidence is unreadable
 
     @property
     def run_id(self) -> str:
@@ -136,6 +142,27 @@ class RunData:
 
     def metric(self, name: str) -> MetricInfo | None:
         return next((m for m in self.metrics if m.name == name), None)
+
+    def cell_evidence(self, cell_key: str, metric: str) -> Evidence | None:
+        return self.evidence.get(cell_key, {}).get(metric)
+
+    def has_evidence(self) -> bool:
+        return any(self.evidence.values())
+
+    def timing(self, cell_key: str, metric: str) -> Timing | None:
+        """The latency `metric` of a cell as bench.analysis reads it: median, IQR and the `unstable` flag."""
+        v = self.value(cell_key, metric)
+        if not v.ok:
+            return None
+        return timing_of({"value": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high,
+                          "provenance": self.provenance.get((cell_key, metric)) or {}})
+
+    def unstable_reason(self, cell_key: str, metric: str) -> str | None:
+        """Why a latency takes part in no verdict ("unstable" when no reason was recorded), or None when stable."""
+        t = self.timing(cell_key, metric)
+        if t is None or not t.unstable:
+            return None
+        return t.reason or "unstable"
 
     @property
     def latency_metric(self) -> MetricInfo | None:
@@ -176,7 +203,17 @@ def load_run(store_path: str | Path, run_id: str | None = None, suite: str | Non
     with Store(store_path, readonly=True) as store:
         df = store.results(run_id=run_id, suite=suite)
         run = store.run(str(df["run_id"].iloc[0]) if len(df) else (run_id or store.latest_run_id(suite)))
-    return from_frame(df, run, Path(store_path))
+        data = from_frame(df, run, Path(store_path))
+        for key in dict.fromkeys(str(k) for k in data.cells.loc[data.cells["status"] == "done", "cell_key"]):
+            try:
+                ev = store.evidence(key)
+            except (BenchError, KeyError, ValueError) as e:  # a corrupt or missing sidecar: that cell's verdicts
+                data.evidence_problems[key] = str(e) if isinstance(e, BenchError) else (  # fall back and say why
+                    f"evidence of cell {key} is unreadable ({type(e).__name__}: {e})")
+                continue
+            if ev:
+                data.evidence[key] = ev
+    return data
 
 
 def from_frame(df: pd.DataFrame, run: dict[str, Any], store_path: Path) -> RunData:

@@ -8,6 +8,7 @@ user-controlled string (sampler ids, prompts, paths, suite text) reaches the pag
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import math
 import os
 import re
@@ -38,6 +39,7 @@ from bench.report.data import (
     suite_info,
 )
 from bench.report.pareto import dominance_pairs, front_steps, pareto_front
+from bench.report.verdicts import Judge, intervals_overlap, latency_tie
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_SENTENCES = 12
@@ -158,8 +160,9 @@ def _ordered(cells: pd.DataFrame, data: RunData) -> list[Any]:
 
 
 def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, *, faded: bool = False,
-            suffix: str = "") -> list[plots.Series]:
-    """One Series per sampler: x = xmetric's value (or counted NFE when xmetric is None), y = ymetric."""
+            suffix: str = "", mark_unstable: bool = False) -> list[plots.Series]:
+    """One Series per sampler: x = xmetric's value (or counted NFE when xmetric is None), y = ymetric.
+    `mark_unstable`: flag the points whose latency (x or y) is unstable, to be drawn hollow."""
     out: dict[str, plots.Series] = {}
     for c in cells:
         yv = data.value(c.cell_key, ymetric)
@@ -175,6 +178,9 @@ def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, 
         s.y_lo.append(yv.ci_low)
         s.y_hi.append(yv.ci_high)
         s.labels.append(f"{_nfe_x(c):g}")
+        if mark_unstable:
+            s.unstable.append(any(m is not None and data.unstable_reason(c.cell_key, m) is not None
+                                  for m in (xmetric, ymetric) if m is not None and m.startswith("latency")))
     return list(out.values())
 
 
@@ -194,6 +200,7 @@ def _floor_line(data: RunData, cells: list[Any], q: MetricInfo) -> tuple[float, 
 
 def render_report(data: RunData) -> str:
     ctx = _Ctx([data])
+    judge = Judge(data)  # one PairedComparer for the whole report: each cell's replicates are computed once
     info = suite_info(data.run.get("suite_text"))
     lat = data.latency_metric
     quality = data.plotted_quality
@@ -204,10 +211,11 @@ def render_report(data: RunData) -> str:
         g: dict[str, Any] = {"id": _group_id(hw, res), "hardware": hw, "resolution": res,
                              "title": f"{hw} · {res}×{res} px", "n_done": len(cells),
                              "n_other": len(all_cells) - len(cells)}
-        g["budgets"] = [_budget_table(data, cells, q, lat) for q in quality] if lat else []
-        g["dominance"] = [_dominance(data, cells, q, lat) for q in quality] if lat else []
+        g["budgets"] = [_budget_table(judge, cells, q, lat) for q in quality] if lat else []
+        g["dominance"] = [_dominance(judge, cells, q, lat) for q in quality] if lat else []
+        g["paired"] = _paired_section(judge, cells, quality)
         g["plots"] = _group_plots(ctx, data, cells, quality, lat, hw, res)
-        g["table"] = _results_table(ctx, data, all_cells, quality[0] if quality else None, lat)
+        g["table"] = _results_table(ctx, judge, all_cells, quality[0] if quality else None, lat)
         groups.append(g)
     memory = [m for m in data.metrics if m.kind == "memory"]
     memory_plots = _memory_plots(ctx, data, memory[0]) if memory else []
@@ -229,6 +237,7 @@ def render_report(data: RunData) -> str:
                    "reused": int(data.cells["reused"].sum()) if "reused" in data.cells else 0},
         "legend": ctx.legend(),
         "quality": [{"name": q.name, "label": q.label, "direction": q.direction_word} for q in quality],
+        "evidence": _evidence_note(data),
         "latency": lat.label if lat else None,
         "groups": groups,
         "memory_plots": memory_plots,
@@ -269,11 +278,14 @@ def _run_meta(data: RunData) -> list[tuple[str, str]]:
     ]
 
 
-def _points(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> tuple[list[Any], list[Value],
-                                                                                        list[Value]]:
+def _points(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo, stable_only: bool = False,
+            ) -> tuple[list[Any], list[Value], list[Value]]:
+    """Cells with both `q` and latency values (`stable_only`: leaving out cells whose latency is unstable)."""
     keep, qs, ls = [], [], []
     for c in cells:
         qv, lv = data.value(c.cell_key, q.name), data.value(c.cell_key, lat.name)
+        if stable_only and data.unstable_reason(c.cell_key, lat.name) is not None:
+            continue
         if qv.ok and lv.ok:
             keep.append(c)
             qs.append(qv)
@@ -281,34 +293,43 @@ def _points(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> 
     return keep, qs, ls
 
 
-def _overlap(a: Value, b: Value) -> bool | None:
-    """Do the two intervals overlap? None when either has no interval."""
-    if a.half_width is None or b.half_width is None:
-        return None
-    return not (a.ci_high < b.ci_low or b.ci_high < a.ci_low)  # type: ignore[operator]
+def _unstable_cells(data: RunData, cells: list[Any], lat: MetricInfo) -> list[dict[str, str]]:
+    return [{"label": cell_label(c), "reason": r} for c in cells
+            if (r := data.unstable_reason(c.cell_key, lat.name)) is not None]
 
 
-def _budget_table(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> dict[str, Any]:
-    """The best cell for every latency budget: the Pareto front of (latency, quality) read left to right,
-    each step with the cells that are statistically tied with it within that budget."""
-    keep, qs, ls = _points(data, cells, q, lat)
-    hib = bool(q.higher_is_better)
-    steps = front_steps([v.value for v in ls], [v.value for v in qs], False, hib)  # type: ignore[misc]
+def _evidence_note(data: RunData) -> dict[str, Any]:
+    """How many measured cells keep per-image evidence (paired verdicts) and why the others do not."""
+    done = [str(k) for k in data.cells.loc[data.cells["status"] == "done", "cell_key"]]
+    with_ev = sum(1 for k in done if data.evidence.get(k))
+    return {"cells": len(done), "with": with_ev, "problems": sorted(set(data.evidence_problems.values()))[:3]}
+
+
+def _budget_table(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> dict[str, Any]:
+    """The best cell for every latency budget (bench.analysis.best_within_budgets): the (latency, quality) front
+    read left to right; quality ties from the paired test (the interval-overlap rule, labelled unpaired, for cells
+    without evidence); a row whose best cell's latency IQR overlaps a better cell's is not decided."""
+    data = judge.data
+    cands = judge.candidates(cells, q, lat, cell_label)
+    by_key = {str(c.cell_key): c for c in cells}
     rows = []
-    for i in steps:
-        ties = []
-        for j, c in enumerate(keep):
-            if j == i or ls[j].value > ls[i].value:  # type: ignore[operator]
-                continue
-            if _overlap(qs[i], qs[j]):
-                ties.append(cell_label(c))
-        rows.append({"budget": _ceil_sig(ls[i].value), "label": cell_label(keep[i]), "family": keep[i].family,
-                     "quality": fmt_ci(qs[i]), "latency": fmt_ci(ls[i]), "ties": ties[:4],
-                     "more_ties": max(len(ties) - 4, 0)})
-    widget = [{"label": cell_label(c), "lat": ls[k].value, "q": qs[k].value, "lo": qs[k].ci_low, "hi": qs[k].ci_high,
-               "text": fmt_ci(qs[k]), "lat_text": fmt_ci(ls[k])} for k, c in enumerate(keep)]
-    return {"metric": q.label, "direction": q.direction_word, "latency": lat.label, "rows": rows,
-            "widget": {"points": widget, "higher": hib, "metric": q.short, "unit": "ms"}}
+    for row, unpaired in judge.budgets(cands, q):
+        best = row.best
+        ties = [*row.quality_ties, *(f"{t} (unpaired)" for t in unpaired)]
+        qv, lv = data.value(best.key, q.name), data.value(best.key, lat.name)
+        rows.append({"budget": _ceil_sig(best.timing.median), "lat": best.timing.median, "label": best.label,
+                     "family": by_key[best.key].family, "quality": fmt_ci(qv), "latency": fmt_ci(lv),
+                     "decided": row.decided, "latency_ties": row.latency_ties,
+                     "ties": ties[:4], "more_ties": max(len(ties) - 4, 0), "all_ties": ties})
+    unstable = _unstable_cells(data, [c for c in cells if data.value(c.cell_key, q.name).ok], lat)
+    widget = {"rows": [{k: r[k] for k in ("lat", "label", "decided", "latency_ties", "quality", "latency")}
+                       | {"ties": r["all_ties"]} for r in rows],
+              "higher": bool(q.higher_is_better), "metric": q.short, "unit": "ms",
+              "unstable": [u["label"] for u in unstable]}
+    paired = sum(1 for c in cands if c.evidence is not None)
+    return {"metric": q.label, "direction": q.direction_word, "latency": lat.label, "rows": rows, "widget": widget,
+            "unstable": unstable, "method": "paired" if paired == len(cands) and cands else
+            ("unpaired" if paired == 0 else "mixed")}
 
 
 def _ceil_sig(v: float | None, digits: int = 3) -> str:
@@ -320,23 +341,38 @@ def _ceil_sig(v: float | None, digits: int = 3) -> str:
     return f"{up:.{max(0, digits - 1 - math.floor(math.log10(up)))}f}"
 
 
-def _dominance(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> dict[str, Any]:
-    """'A dominates B' sentences from the (quality, latency) Pareto analysis, front winners only."""
-    keep, qs, ls = _points(data, cells, q, lat)
+def _dominance(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> dict[str, Any]:
+    """'A dominates B' sentences from the (quality, latency) Pareto analysis, front winners only. Whether a gain
+    is real: quality by the paired test (bench.analysis; unpaired interval overlap, labelled, without evidence),
+    latency by IQR separation. Cells with an unstable latency take no part."""
+    data = judge.data
+    keep, qs, ls = _points(data, cells, q, lat, stable_only=True)
     points = [(qv.value, lv.value) for qv, lv in zip(qs, ls, strict=True)]
-    low = [(qv.ci_low, lv.ci_low) for qv, lv in zip(qs, ls, strict=True)]
-    high = [(qv.ci_high, lv.ci_high) for qv, lv in zip(qs, ls, strict=True)]
-    pairs = dominance_pairs(points, [bool(q.higher_is_better), False], low=low, high=high, only_front=True,
+    pairs = dominance_pairs(points, [bool(q.higher_is_better), False], only_front=True,
                             groups=[str(c.sampler) for c in keep])
-    has_ci = [(qv.half_width is not None, lv.half_width is not None) for qv, lv in zip(qs, ls, strict=True)]
+    timings = [data.timing(c.cell_key, lat.name) for c in keep]
     word_q = "higher" if q.higher_is_better else "lower"
     order = {s: i for i, s in enumerate(data.samplers())}
     grouped: dict[tuple[int, str, str], list[int]] = {}
     for p in pairs:
         q_phrase = f"{word_q} {q.short}" if 0 in p.better else f"equal {q.short}"
         l_phrase = "lower latency" if 1 in p.better else "equal latency"
-        ci_known = all(has_ci[p.winner]) and all(has_ci[p.loser])
-        note = "" if not ci_known or p.significant else "within the confidence intervals: a statistical tie"
+        real, not_real = [], []
+        if 0 in p.better:
+            v = judge.quality(q, str(keep[p.winner].cell_key), str(keep[p.loser].cell_key))
+            if v is not None and v.verdict == "worse":  # the loser is worse than the winner
+                real.append(q.short)
+            elif v is not None and v.verdict != "undecided":
+                not_real.append(f"{q.short} {'within the paired CI' if v.paired else f'intervals overlap, {v.method_label}'}")
+        if 1 in p.better:
+            tw, tl = timings[p.winner], timings[p.loser]
+            if tw is not None and tl is not None and latency_tie(tw, tl):
+                not_real.append("latency IQRs overlap")
+            else:
+                real.append("latency")
+        note = ""
+        if not_real:
+            note = ("a statistical tie: " if not real else "") + "; ".join(not_real)
         grouped.setdefault((p.winner, f"{q_phrase} at {l_phrase}", note), []).append(p.loser)
     sentences = []
     for (w, phrase, note), losers in grouped.items():
@@ -355,7 +391,55 @@ def _dominance(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) 
             "front": [cell_label(keep[i]) for i in front_steps([float(lv.value) for lv in ls],  # type: ignore[arg-type]
                                                                [float(qv.value) for qv in qs],  # type: ignore[arg-type]
                                                                False, bool(q.higher_is_better))],
-            "never_on_front": dominated_samplers}
+            "never_on_front": dominated_samplers,
+            "unstable": [u["label"] for u in _unstable_cells(data, cells, lat)]}
+
+
+def _verdict_cell(v: Any) -> dict[str, str]:
+    if v is None:
+        return {"verdict": "", "text": "–", "method": "", "title": ""}
+    return {"verdict": v.verdict, "text": v.delta_text(), "method": "paired" if v.paired else "unpaired",
+            "title": v.describe()}
+
+
+def _paired_section(judge: Judge, cells: list[Any], quality: list[MetricInfo]) -> dict[str, Any]:
+    """(a) per sampler, each step count against the next smaller one; (b) per requested step count, each sampler
+    against the best one there. Every verdict from bench.analysis (paired), or labelled unpaired."""
+    metrics = [q for q in quality if q.higher_is_better is not None]
+    data = judge.data
+    by_sampler: dict[str, list[Any]] = {}
+    for c in cells:
+        by_sampler.setdefault(str(c.sampler), []).append(c)
+    steps: list[dict[str, Any]] = []
+    for sampler, cs in by_sampler.items():
+        cs = sorted(cs, key=lambda c: int(c.nfe_requested))
+        for a, b in itertools.pairwise(cs):
+            verdicts = [judge.quality(q, str(a.cell_key), str(b.cell_key)) for q in metrics]
+            if all(v is None for v in verdicts):
+                continue
+            steps.append({"sampler": sampler, "family": b.family, "a": cell_label(a), "b": cell_label(b),
+                          "a_steps": int(a.nfe_requested), "b_steps": int(b.nfe_requested),
+                          "vals": [_verdict_cell(v) for v in verdicts]})
+    per_nfe: list[dict[str, Any]] = []
+    for q in metrics:
+        rows: list[dict[str, Any]] = []
+        for n in sorted({int(c.nfe_requested) for c in cells}):
+            at_n = [c for c in cells if int(c.nfe_requested) == n and data.value(c.cell_key, q.name).ok]
+            if len(at_n) < 2:
+                continue
+            pick = max if q.higher_is_better else min
+            best = pick(at_n, key=lambda c: float(data.value(c.cell_key, q.name).value))  # type: ignore[arg-type]
+            for c in at_n:
+                if c is best:
+                    continue
+                v = judge.quality(q, str(best.cell_key), str(c.cell_key))
+                rows.append({"steps": n, "best": cell_label(best), "cell": cell_label(c), "family": c.family,
+                             **_verdict_cell(v)})
+        per_nfe.append({"metric": q.label, "short": q.short, "rows": rows})
+    methods = {v["method"] for r in steps for v in r["vals"]} | {r["method"] for t in per_nfe for r in t["rows"]}
+    methods.discard("")
+    return {"metrics": [q.label for q in metrics], "steps": steps, "per_nfe": per_nfe,
+            "unpaired": "unpaired" in methods, "paired": "paired" in methods}
 
 
 def _steps_differ(keep: list[Any], idx: list[int]) -> bool:
@@ -369,7 +453,7 @@ def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[Metri
     for q in quality:
         floor = _floor_line(data, cells, q)
         if lat is not None:
-            s = _series(data, cells, lat.name, q.name)
+            s = _series(data, cells, lat.name, q.name, mark_unstable=True)
             if s:
                 title = f"{q.label} vs latency ({where})"
                 svg = plots.xy_plot(s, ctx.style, title=title, xlabel=f"{lat.label}, log scale",
@@ -383,7 +467,7 @@ def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[Metri
                                 ylabel=f"{q.label} ({q.direction_word})", logx=True, logx_base=2, hline=floor, logy="auto")
             out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "quality-nfe"})
     if lat is not None:
-        s = _series(data, cells, None, lat.name)
+        s = _series(data, cells, None, lat.name, mark_unstable=True)
         if s:
             title = f"{lat.label} vs counted NFE ({where})"
             svg = plots.xy_plot(s, ctx.style, title=title, xlabel="counted NFE per image, log scale",
@@ -434,27 +518,46 @@ def _memory_plots(ctx: _Ctx, data: RunData, mem: MetricInfo) -> list[dict[str, A
     return out
 
 
-def _results_table(ctx: _Ctx, data: RunData, cells: list[Any], headline: MetricInfo | None,
+def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricInfo | None,
                    lat: MetricInfo | None) -> dict[str, Any]:
+    """Every cell with every metric. Per column the best value is marked, and the cells the verdict rules cannot
+    separate from it: quality by the paired test (unpaired interval overlap without evidence), latency by IQR
+    overlap; an unstable latency gets a badge and is never best nor tied."""
+    data = judge.data
     keys = {str(c.cell_key) for c in cells}
     present = [m for m in data.metrics if any(data.value(k, m.name).ok for k in keys)]
     done = [c for c in cells if c.status == "done"]
     best: dict[str, set[str]] = {}
-    tied: dict[str, set[str]] = {}
+    tied: dict[str, dict[str, str]] = {}  # metric -> cell key -> how the tie was decided
     for m in present:
         if m.higher_is_better is None or m.kind in ("calibration", "reference"):
             continue
         vals = {str(c.cell_key): data.value(c.cell_key, m.name) for c in done}
         vals = {k: v for k, v in vals.items() if v.ok}
+        if m.kind == "latency":
+            vals = {k: v for k, v in vals.items() if data.unstable_reason(k, m.name) is None}
         if not vals:
             continue
         target = (max if m.higher_is_better else min)(v.value for v in vals.values())  # type: ignore[type-var]
         best[m.name] = {k for k, v in vals.items() if v.value == target}
-        b = vals[next(iter(best[m.name]))]
-        tied[m.name] = {k for k, v in vals.items() if k not in best[m.name] and _overlap(v, b)}
+        b_key = next(iter(best[m.name]))
+        tied[m.name] = {}
+        for k, v in vals.items():
+            if k in best[m.name]:
+                continue
+            if m.kind == "quality":
+                verdict = judge.quality(m, b_key, k)
+                if verdict is not None and verdict.verdict == "tie":
+                    tied[m.name][k] = f"tie with the best ({verdict.method_label})"
+            elif m.kind == "latency":
+                tb, tk = data.timing(b_key, m.name), data.timing(k, m.name)
+                if tb is not None and tk is not None and latency_tie(tb, tk):
+                    tied[m.name][k] = "tie with the best (IQRs overlap)"
+            elif intervals_overlap(v, vals[b_key]):
+                tied[m.name][k] = "tie with the best (intervals overlap)"
     on_front: set[str] = set()
     if headline is not None and lat is not None:
-        keep, qs, ls = _points(data, done, headline, lat)
+        keep, qs, ls = _points(data, done, headline, lat, stable_only=True)
         idx = pareto_front([(q.value, v.value) for q, v in zip(qs, ls, strict=True)],
                            [bool(headline.higher_is_better), False])
         on_front = {str(keep[i].cell_key) for i in idx}
@@ -468,11 +571,15 @@ def _results_table(ctx: _Ctx, data: RunData, cells: list[Any], headline: MetricI
                                "reused": bool(c.reused), "front": k in on_front, "vals": []}
         for m in present:
             v = data.value(k, m.name)
-            cls = "best" if k in best.get(m.name, ()) else ("tie" if k in tied.get(m.name, ()) else "")
+            tie = tied.get(m.name, {}).get(k)
+            cls = "best" if k in best.get(m.name, ()) else ("tie" if tie else "")
+            unstable = data.unstable_reason(k, m.name) if v.ok and m.kind == "latency" else None
             title = "" if not v.ok else (
                 f"{v.value:.6g}" + (f"  CI [{v.ci_low:.6g}, {v.ci_high:.6g}]" if v.half_width is not None else "")
-                + (f"  n={v.n}" if v.n else ""))
-            row["vals"].append({"text": fmt_ci(v), "sort": v.value if v.ok else "", "cls": cls, "title": title})
+                + (f"  n={v.n}" if v.n else "") + (f"  {tie}" if tie else "")
+                + (f"  unstable latency, no verdict: {unstable}" if unstable else ""))
+            row["vals"].append({"text": fmt_ci(v), "sort": v.value if v.ok else "", "cls": cls, "title": title,
+                                "unstable": unstable})
         rows.append(row)
     return {"columns": [{"name": m.name, "label": m.label, "kind": m.kind,
                          "arrow": "" if m.higher_is_better is None else ("↑" if m.higher_is_better else "↓")}
@@ -524,10 +631,11 @@ def _grids(ctx: _Ctx, data: RunData, info: dict[str, Any]) -> list[dict[str, Any
 # -- the two-run comparison --------------------------------------------------------------------------
 
 def render_compare(a: RunData, b: RunData) -> str:
+    from bench.analysis import PairedComparer
     from bench.report.compare import compare_runs
 
     ctx = _Ctx([a, b])
-    cmp = compare_runs(a.df, b.df)
+    cmp = compare_runs(a.df, b.df, a.evidence, b.evidence, PairedComparer())
     lat = b.latency_metric or a.latency_metric
     quality = b.plotted_quality or a.plotted_quality
     groups = []
@@ -598,7 +706,7 @@ def _delta_table(ctx: _Ctx, sub: pd.DataFrame, metric_order: list[str]) -> dict[
         for m in metrics:
             r = by_metric.get(m)
             if r is None or pd.isna(r.delta):
-                row["vals"].append({"text": "–", "sort": "", "cls": "", "title": ""})
+                row["vals"].append({"text": "–", "sort": "", "cls": "", "title": "", "method": ""})
                 continue
             half = None if pd.isna(r.delta_ci_low) else max(r.delta - r.delta_ci_low, r.delta_ci_high - r.delta)
             text = fmt(r.delta, half)
@@ -608,8 +716,12 @@ def _delta_table(ctx: _Ctx, sub: pd.DataFrame, metric_order: list[str]) -> dict[
             cls = {"better": "better", "worse": "worse"}.get(r.change, "")
             if cls and not r.significant:
                 cls += " within"  # not significant, or no interval to tell: coloured text, no fill
-            title = f"A: {_ci_text(r.value_a, r.ci_low_a, r.ci_high_a)}   B: {_ci_text(r.value_b, r.ci_low_b, r.ci_high_b)}"
-            row["vals"].append({"text": text, "sort": float(r.delta), "cls": cls, "title": title})
+            method = r.ci_method if isinstance(r.ci_method, str) else ""
+            how = {"paired": "paired CI of B − A (same images)",
+                   "unpaired": "unpaired: both runs' intervals combined (conservative)"}.get(method, "no interval")
+            title = (f"A: {_ci_text(r.value_a, r.ci_low_a, r.ci_high_a)}   B: {_ci_text(r.value_b, r.ci_low_b, r.ci_high_b)}"
+                     f"   Δ {_ci_text(r.delta, r.delta_ci_low, r.delta_ci_high)} ({how})")
+            row["vals"].append({"text": text, "sort": float(r.delta), "cls": cls, "title": title, "method": method})
         rows.append(row)
     return {"columns": [{"name": m, "label": m, "arrow": "" if hib[m].empty else ("↑" if bool(hib[m].iloc[0]) else "↓")}
                         for m in metrics], "rows": rows}

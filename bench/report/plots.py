@@ -32,6 +32,7 @@ FAMILY_STYLE = {
 EXTRA_MARKERS = ["P", "X", "h", "*", "<", ">"]
 LINESTYLES = ["-", "--", ":", "-."]
 FRONT_COLOUR = "#444444"
+UNSTABLE_NOTE = "hollow: unstable latency (no verdict)"
 
 RC: dict[str, Any] = {
     "svg.fonttype": "none",  # text as <text>, no glyph paths: small files, selectable labels
@@ -91,6 +92,10 @@ class Series:
     labels: list[str] = field(default_factory=list)  # annotation per point (the NFE)
     faded: bool = False  # drawn hollow and light (the "before" run of a comparison)
     name: str | None = None  # legend text (default: sampler)
+    unstable: list[bool] = field(default_factory=list)  # per point: latency flagged unstable (drawn hollow)
+
+    def is_unstable(self, i: int) -> bool:
+        return i < len(self.unstable) and self.unstable[i]
 
 
 @dataclass
@@ -138,6 +143,16 @@ def xy_plot(series: Sequence[Series], style: Style, *, title: str, xlabel: str, 
             for x, y, lab in zip(s.x, s.y, s.labels, strict=False):
                 ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
                             color=colour, alpha=alpha)
+            hollow = [i for i in range(len(s.x)) if s.is_unstable(i)]
+            if hollow:  # white fill over the point, dashed edge: its latency takes part in no verdict
+                ax.scatter([s.x[i] for i in hollow], [s.y[i] for i in hollow], s=44, marker=marker,
+                           facecolors="white", edgecolors=colour, linewidths=1.3, linestyles="--", zorder=4,
+                           label="_nolegend_")
+        if any(s.is_unstable(i) for s in series for i in range(len(s.x))):
+            from matplotlib.lines import Line2D
+
+            ax.add_line(Line2D([], [], linestyle="none", marker="o", markersize=5.5, markerfacecolor="white",
+                               markeredgecolor="#555555", label=UNSTABLE_NOTE))
         if front is not None:
             sets = [[s for s in series if s.faded], [s for s in series if not s.faded]] if fronts_by_faded \
                 else [list(series)]
@@ -191,8 +206,9 @@ def _plain_log_ticks(axis: object, base: float) -> None:
 
 def _draw_front(ax: object, series: Sequence[Series], front: tuple[bool, bool], faded: bool,
                 label: str = "Pareto front") -> None:
-    xs = [x for s in series for x in s.x]
-    ys = [y for s in series for y in s.y]
+    stable = [(s.x[i], s.y[i]) for s in series for i in range(len(s.x)) if not s.is_unstable(i)]
+    xs = [x for x, _ in stable]
+    ys = [y for _, y in stable]
     if len(xs) < 1:
         return
     idx = front_steps(xs, ys, *front)

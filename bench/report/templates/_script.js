@@ -44,27 +44,35 @@
     if (!src) return;
     var d = JSON.parse(src.textContent);
     var input = box.querySelector("input"), out = box.querySelector("output");
+    // The rows are bench.analysis's budget rows (computed in Python): the answer for a budget is the last row
+    // whose best cell fits it, with that row's ties. No tie rule is re-implemented here.
     function update() {
       var budget = Number(input.value);
       out.textContent = "";
       if (!(budget > 0)) return;
-      var fits = d.points.filter(function (p) { return p.lat <= budget; });
+      var fits = d.rows.filter(function (r) { return r.lat <= budget; });
       if (!fits.length) {
-        out.textContent = "Nothing runs within " + fmt(budget) + " ms; the fastest cell needs " +
-          fmt(Math.min.apply(null, d.points.map(function (p) { return p.lat; }))) + " ms.";
+        out.textContent = d.rows.length ? "Nothing runs within " + fmt(budget) + " ms; the fastest cell needs " +
+          fmt(d.rows[0].lat) + " ms." : "No cell with a stable latency.";
         return;
       }
-      var best = fits.reduce(function (a, b) { return (d.higher ? b.q > a.q : b.q < a.q) ? b : a; });
-      var ties = fits.filter(function (p) {
-        return p !== best && p.lo !== null && p.hi !== null && best.lo !== null && best.hi !== null &&
-          !(p.hi < best.lo || best.hi < p.lo);
-      }).map(function (p) { return p.label; });
+      var row = fits[fits.length - 1];
       var strong = document.createElement("strong");
-      strong.textContent = best.label;
-      out.appendChild(document.createTextNode("Within " + fmt(budget) + " ms ship "));
-      out.appendChild(strong);
-      out.appendChild(document.createTextNode(": " + d.metric + " " + best.text + " at " + best.lat_text + " ms" +
-        (ties.length ? "; tied within CI: " + ties.join(", ") : "") + "."));
+      strong.textContent = row.label;
+      if (row.decided) {
+        out.appendChild(document.createTextNode("Within " + fmt(budget) + " ms ship "));
+        out.appendChild(strong);
+        out.appendChild(document.createTextNode(": " + d.metric + " " + row.quality + " at " + row.latency + " ms" +
+          (row.ties.length ? "; quality tied: " + row.ties.join(", ") : "") + "."));
+      } else {
+        out.appendChild(document.createTextNode("Within " + fmt(budget) + " ms: not decided. "));
+        out.appendChild(strong);
+        out.appendChild(document.createTextNode(" (" + d.metric + " " + row.quality + " at " + row.latency +
+          " ms) has a latency tie with " + row.latency_ties.join(", ") + ": not separated."));
+      }
+      if (d.unstable.length) {
+        out.appendChild(document.createTextNode(" Left out (unstable latency): " + d.unstable.join(", ") + "."));
+      }
     }
     input.addEventListener("input", update);
     update();
