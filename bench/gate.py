@@ -210,9 +210,16 @@ def _normalised_latency(cell: dict[str, Any]) -> float | None:
     return lv / cv if lv is not None and cv else None
 
 
+def _latency_unstable(cell: dict[str, Any]) -> bool:
+    m = cell["metrics"].get("latency_ms_per_image") or {}
+    return bool((m.get("provenance") or {}).get("unstable"))
+
+
 def median_snapshot(snaps: list[dict[str, Any]]) -> dict[str, Any]:
     """One baseline from several runs of the same suite: per cell, the record of the run whose calibrated latency
-    is the median (lower median for an even count), so one lucky or unlucky timing does not set the bar."""
+    is the median (lower median for an even count) among the runs whose latency is stable (all runs when none
+    is), so one lucky or unlucky timing does not set the bar and an unstable one is not kept when a stable one
+    exists (an unstable baseline latency takes part in no gate verdict)."""
     first = snaps[0]
     for other in snaps[1:]:
         problems = identity_problems(first, other)
@@ -222,6 +229,7 @@ def median_snapshot(snaps: list[dict[str, Any]]) -> dict[str, Any]:
     for c in first["cells"]:
         key = _cell_match_key(c)
         same = [o for s in snaps for o in s["cells"] if _cell_match_key(o) == key and o["status"] == "done"]
+        same = [o for o in same if not _latency_unstable(o)] or same
         timed = sorted((v, i) for i, o in enumerate(same) if (v := _normalised_latency(o)) is not None)
         chosen = same[timed[(len(timed) - 1) // 2][1]] if timed else (same[0] if same else c)
         source = next(s["run_id"] for s in snaps if any(o is chosen for o in s["cells"]))

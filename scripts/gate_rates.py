@@ -2,6 +2,7 @@
 
     python scripts/gate_rates.py reruns [--count 20] [--busy 10] [--out runs/gate-rates]
     python scripts/gate_rates.py detect [--factors 0.01 0.02 0.03 0.05 0.1] [--out runs/gate-rates]
+    python scripts/gate_rates.py slow [--slowdown 1.5] [--count 3] [--out runs/gate-rates]
 
 `reruns`: the unchanged suites/ci.yaml, each run into a fresh store and gated against the committed
 baselines/ci.cpu-threads-1.json with the default rules; the last `--busy` runs share the machine with a process
@@ -11,6 +12,10 @@ spinning on one core (`taskset -c 0`). A false alarm is any exit code other than
 by BENCH_DEGRADE_FACTOR, which leaves the suite text and hash unchanged); a baseline is recorded at factor 0,
 then each factor is run and gated. Per cell: the FD change and the gate's verdict. A regression counts as
 detected when its cell's fd check fails.
+
+`slow`: the same wrapped suite with every sample() call made `--slowdown` times slower (BENCH_SLOWDOWN, a CPU
+spin), gated against the factor-0 baseline of `detect` (run `detect` first): per run, which latency checks
+failed, passed or were skipped as unstable.
 
 Run it alone on the machine: other jobs make latencies unstable (reported, not failed) and slow everything.
 Prints Markdown tables; writes JSON next to the stores.
@@ -133,6 +138,29 @@ def detect(factors: list[float], out: Path) -> None:
           f"{sum(0.01 <= (r['change'] or 0) < 0.05 for r in rows)} detected")
 
 
+def slow(slowdown: float, count: int, out: Path) -> None:
+    suite = _wrapped_suite(out)
+    baseline = out / "detect-baseline.json"
+    if not baseline.is_file():
+        raise SystemExit(f"{baseline} missing: run `detect` first")
+    rows = []
+    for i in range(count):
+        store = out / f"slow-{i}" / "r.sqlite"
+        _run(suite, store, out, {"BENCH_SLOWDOWN": f"{slowdown:g}"})
+        code, data = _gate(baseline, store, out)
+        lat = [c for c in data.get("checks", []) if c["metric"].startswith("latency")]
+        rows.append({"run": i, "exit": code, "fail": sum(c["status"] == "FAIL" for c in lat),
+                     "pass": sum(c["status"] in ("PASS", "BETTER") for c in lat),
+                     "skip": sum(c["status"] == "SKIP" for c in lat),
+                     "ratios": [round(c["run"] / c["baseline"], 2) for c in lat if c["run"] and c["baseline"]]})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    (out / "slow.json").write_text(json.dumps(rows, indent=1))
+    print("| run | exit | latency checks failed | passed | skipped (unstable) | calibrated ratios |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['run']} | {r['exit']} | {r['fail']} | {r['pass']} | {r['skip']} | {r['ratios']} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -143,10 +171,16 @@ def main() -> None:
     d = sub.add_parser("detect")
     d.add_argument("--factors", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.05, 0.1])
     d.add_argument("--out", type=Path, default=ROOT / "runs" / "gate-rates")
+    w = sub.add_parser("slow")
+    w.add_argument("--slowdown", type=float, default=1.5)
+    w.add_argument("--count", type=int, default=3)
+    w.add_argument("--out", type=Path, default=ROOT / "runs" / "gate-rates")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cmd == "reruns":
         reruns(args.count, args.busy, args.out.resolve())
+    elif args.cmd == "slow":
+        slow(args.slowdown, args.count, args.out.resolve())
     else:
         detect(args.factors, args.out.resolve())
 

@@ -51,6 +51,7 @@ class Spec:
     nfe_counted: float | None = None
     fd_ci: float = 0.03
     n: int = 256
+    unstable: bool = False
     space: dict = field(default_factory=lambda: dict(PIXELS))
 
 
@@ -82,7 +83,8 @@ def write_run(path: Path, specs: list[Spec], suite_text: str = SUITE, suite_hash
                 MetricResult("fd", s.fd, False, s.fd * (1 - s.fd_ci), s.fd * (1 + s.fd_ci), s.n, prov),
                 MetricResult("fd_floor", 0.3, False, 0.28, 0.32, s.n, prov),
                 MetricResult("latency_ms_per_image", s.latency, False, s.latency * 0.97, s.latency * 1.03, 20,
-                             {"batch_size": 32}),
+                             {"batch_size": 32, "unstable": s.unstable,
+                              "unstable_reason": "IQR is 60% of the median > max_iqr_rel 0.25" if s.unstable else ""}),
                 MetricResult("latency_ms_batch1", 4 * s.latency, False, 3.8 * s.latency, 4.2 * s.latency, 20, {}),
                 MetricResult("calibration_ms", s.calibration, False, s.calibration * 0.98, s.calibration * 1.02, 20,
                              {"workload": "test"}),
@@ -399,3 +401,27 @@ def test_baseline_from_several_stores_takes_the_median_latency(tmp_path, capsys)
     assert oracle["metrics"]["latency_ms_per_image"]["value"] == 1.0 and len(data["runs"]) == 3
     write_run(tmp_path / "run.sqlite", standard())
     assert run_gate(tmp_path / "b.json", tmp_path / "run.sqlite").exit_code == 0
+
+
+def test_baseline_from_several_stores_prefers_a_stable_latency(tmp_path):
+    stores = []
+    for name, factor, unstable in (("a", 3.0, False), ("b", 1.0, True), ("c", 0.5, False)):
+        specs = standard()
+        specs[4].latency *= factor
+        specs[4].unstable = unstable  # the median run's timing of oracle nfe=1 is unstable
+        stores.append(tmp_path / f"{name}.sqlite")
+        write_run(stores[-1], specs)
+    _, data = save_baseline(stores, tmp_path / "b.json")
+    oracle = next(c for c in data["cells"] if c["sampler"] == "oracle" and c["nfe_requested"] == 1)
+    lat = oracle["metrics"]["latency_ms_per_image"]
+    assert lat["value"] == 0.5 and not lat["provenance"]["unstable"]  # lower median of the two stable runs
+
+
+def test_an_unstable_latency_is_skipped_with_its_reason_not_failed(tmp_path, baseline):
+    specs = standard()
+    specs[4].latency *= 3  # would fail ...
+    specs[4].unstable = True  # ... but the run's timing is flagged unstable
+    code, res = gate(tmp_path, baseline, specs)
+    check = next(c for c in res.checks if c.cell.startswith("oracle nfe=1") and c.metric.startswith("latency"))
+    assert check.status == "SKIP" and "unstable latency, not used for a verdict" in check.note
+    assert "IQR is 60% of the median" in check.note and code == 0

@@ -1,13 +1,16 @@
-"""The analytic samplers with an injected quality regression: output pulled toward mid-grey.
+"""The analytic samplers with an injected regression: output pulled toward mid-grey, or slower sampling.
 
 `factor` (an option, or the BENCH_DEGRADE_FACTOR environment variable, which leaves the suite text and its
 hash unchanged) scales every pixel's distance from 127.5 by (1 - factor): 0 is the unchanged sampler, image
-for image. Used to measure what the gate detects (tests/test_gate_paired.py, scripts/gate_rates.py).
+for image. BENCH_SLOWDOWN=s (default 1) makes every sample() call take s times as long, by spinning on the
+CPU for the extra time (so CPU time grows too). Used to measure what the gate detects
+(tests/test_gate_paired.py, scripts/gate_rates.py).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import torch
@@ -33,7 +36,14 @@ class _Greyed:
         super().__init__(**kwargs)  # type: ignore[call-arg]
 
     def sample(self, req: SampleRequest) -> torch.Tensor:
-        return pull_to_grey(super().sample(req), _factor(self.factor))  # type: ignore[misc]
+        t0 = time.perf_counter()
+        out = pull_to_grey(super().sample(req), _factor(self.factor))  # type: ignore[misc]
+        slowdown = float(os.environ.get("BENCH_SLOWDOWN", "1") or 1)
+        if slowdown > 1:
+            until = time.perf_counter() + (slowdown - 1) * (time.perf_counter() - t0)
+            while time.perf_counter() < until:
+                pass
+        return out
 
 
 class GreyEuler(_Greyed, AnalyticEuler):
