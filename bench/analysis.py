@@ -223,8 +223,10 @@ def timing_of(metric: dict[str, Any] | None) -> Timing | None:
 
 
 def latency_separated(a: Timing, b: Timing) -> bool:
-    """The two IQRs do not overlap."""
-    return a.q75 < b.q25 or b.q75 < a.q25
+    """The two IQRs do not overlap (the latency protocol's rule, bench.metrics.latency.separated)."""
+    from bench.metrics.latency import separated
+
+    return separated(a.q25, a.q75, b.q25, b.q75)
 
 
 def latency_verdict(a: Timing, b: Timing) -> str:
