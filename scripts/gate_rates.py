@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -162,6 +163,8 @@ def slow(slowdown: float, count: int, out: Path) -> None:
 
 
 def main() -> None:
+    # a killed measurement must not leave its busy-core spinner behind (it would skew every later timing)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("reruns")
