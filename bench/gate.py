@@ -301,7 +301,31 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         why = f"format {fmt!r} is newer than this flowmap-bench reads" if newer else "not a baseline file"
         raise BenchError(f"baseline file {p}: {why} (readable: {', '.join(BASELINE_FORMATS)}; record one with "
                          "`bench baseline save`)")
+    problem = _shape_problem(data)
+    if problem:
+        raise BenchError(f"baseline file {p} is damaged: {problem} (re-record it with `bench baseline save`)")
     return data
+
+
+_CELL_FIELDS = {"sampler": str, "nfe_requested": int, "resolution": int, "hardware": str, "status": str,
+                "metrics": dict}
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What makes a baseline's content unusable (None when the gate can read it): the fields it indexes."""
+    for key in ("calibration", "feature_spaces"):
+        if key in data and not isinstance(data[key], dict):
+            return f"{key} is {type(data[key]).__name__}, not a mapping"
+    for i, c in enumerate(data["cells"]):
+        if not isinstance(c, dict):
+            return f"cells[{i}] is {type(c).__name__}, not a mapping"
+        for name, kind in _CELL_FIELDS.items():
+            if not isinstance(c.get(name), kind) or isinstance(c.get(name), bool):
+                return f"cells[{i}].{name} is {c.get(name)!r}, not {kind.__name__}"
+        for name, m in c["metrics"].items():
+            if not isinstance(m, dict):
+                return f"cells[{i}].metrics.{name} is {type(m).__name__}, not a mapping"
+    return None
 
 
 class EvidenceSource:

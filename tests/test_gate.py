@@ -425,3 +425,21 @@ def test_an_unstable_latency_is_skipped_with_its_reason_not_failed(tmp_path, bas
     check = next(c for c in res.checks if c.cell.startswith("oracle nfe=1") and c.metric.startswith("latency"))
     assert check.status == "SKIP" and "unstable latency, not used for a verdict" in check.note
     assert "IQR is 60% of the median" in check.note and code == 0
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.update(cells=[{}]), "cells[0].sampler is None, not str"),
+    (lambda d: d["cells"][0].update(metrics="zzz"), "cells[0].metrics is 'zzz', not dict"),
+    (lambda d: d.update(calibration="x"), "calibration is str, not a mapping"),
+    (lambda d: d["cells"][0].update(nfe_requested=None), "cells[0].nfe_requested is None, not int"),
+    (lambda d: d["cells"][0]["metrics"].update(fd=3), "cells[0].metrics.fd is int, not a mapping"),
+])
+def test_a_baseline_with_damaged_content_is_one_line_and_exit_2(tmp_path, baseline, capsys, edit, message):
+    data = json.loads(baseline.read_text())
+    edit(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    write_run(tmp_path / "run.sqlite", standard())
+    assert main(["gate", "--baseline", str(bad), "--store", str(tmp_path / "run.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is damaged: " + message in err
