@@ -14,7 +14,6 @@ Latency. Two latencies differ only when their interquartile ranges separate; a l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from bench.metrics.frechet import (
     frechet_distance_from_stats,
     frechet_of_resamples,
 )
+from bench.numbers import finite as _finite
 
 DEFAULT_RESAMPLES = 500
 DEFAULT_CONFIDENCE = 0.95
@@ -236,14 +236,6 @@ def latency_verdict(a: Timing, b: Timing) -> str:
     if not latency_separated(a, b):
         return "tie"
     return "faster" if b.median < a.median else "slower"
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 # ----------------------------------------------------------------------------------------------- budgets

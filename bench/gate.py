@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
+from bench.numbers import finite as _finite
 
 if TYPE_CHECKING:  # bench.suite imports pydantic: keep `bench --help` fast, import it when gating
     from collections.abc import Callable
@@ -71,14 +71,6 @@ def default_rules() -> dict[str, GateRule]:
 
 
 # ----------------------------------------------------------------------------------------------- snapshots
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _suite_yaml(text: str | None) -> dict[str, Any]:
