@@ -8,7 +8,9 @@ checkpoint. Kinds:
   sd-lcm    LatentConsistencyModelPipeline (UNet with a guidance (w) embedding, LCMScheduler)
   sdxl      StableDiffusionXLPipeline (two text encoders, text_time embedding, Euler) + step-specific
             UNet checkpoints and LoRAs (`unet_<n>step.safetensors`, `lora_<n>step.safetensors`)
-  cm        ConsistencyModelPipeline (class-conditional UNet2DModel, CMStochasticIterativeScheduler)
+  cm        ConsistencyModelPipeline (class-conditional UNet2DModel, CMStochasticIterativeScheduler with the
+            40 training steps of consistency distillation, CD)
+  cm-ct     the same UNet with the 201-step scheduler of consistency training (CT) on ImageNet-64
   flowmap   a generic flow map X_{s,t}(x) in pixel space: safetensors + config.json (flow-map adapter)
   flowmap-latent  an average-velocity u(z, r, t) network in the latent space of a tiny AutoencoderKL
 
@@ -38,10 +40,10 @@ import torch
 TINY_VERSION = 1
 ENV_VAR = "BENCH_TINY_DIR"
 MARKER = "tiny.json"
-KINDS = ("sd", "sd-lcm", "sdxl", "cm", "flowmap", "flowmap-latent")
+KINDS = ("sd", "sd-lcm", "sdxl", "cm", "cm-ct", "flowmap", "flowmap-latent")
 LATENT_STEPS = (1, 2, 4, 8)  # step-specific checkpoints written next to the tiny SDXL pipeline
 NUM_CLASSES = 1000  # class-conditional tiny models take ImageNet-sized label sets
-TINY_CONDITIONING = {"sd": "text", "sd-lcm": "text", "sdxl": "text", "cm": "class", "flowmap": "class",
+TINY_CONDITIONING = {"sd": "text", "sd-lcm": "text", "sdxl": "text", "cm": "class", "cm-ct": "class", "flowmap": "class",
                      "flowmap-latent": "none"}  # readable before a model is built (the planner needs it)
 
 
@@ -212,7 +214,13 @@ def _build_sdxl(out: Path) -> None:
                                                 weight_name="pytorch_lora_weights.safetensors")
 
 
-def _build_cm(out: Path) -> None:
+# Scheduler configs of the converted OpenAI checkpoints (diffusers scripts/convert_consistency_to_diffusers.py:
+# CD_SCHEDULER_CONFIG, CT_IMAGENET_64_SCHEDULER_CONFIG): only the number of training steps differs.
+CM_SCHEDULERS = {"cm": {"num_train_timesteps": 40, "sigma_min": 0.002, "sigma_max": 80.0},
+                 "cm-ct": {"num_train_timesteps": 201, "sigma_min": 0.002, "sigma_max": 80.0}}
+
+
+def _build_cm(out: Path, kind: str = "cm") -> None:
     CMStochasticIterativeScheduler = _diffusers("CMStochasticIterativeScheduler")
     ConsistencyModelPipeline = _diffusers("ConsistencyModelPipeline")
     UNet2DModel = _diffusers("UNet2DModel")
@@ -224,7 +232,7 @@ def _build_cm(out: Path) -> None:
         up_block_types=("AttnUpBlock2D", "ResnetUpsampleBlock2D"), attention_head_dim=8, norm_num_groups=8,
         resnet_time_scale_shift="scale_shift", num_class_embeds=NUM_CLASSES,
     ).eval()
-    sched = CMStochasticIterativeScheduler(num_train_timesteps=40, sigma_min=0.002, sigma_max=80.0)
+    sched = CMStochasticIterativeScheduler(**CM_SCHEDULERS[kind])
     ConsistencyModelPipeline(unet=unet, scheduler=sched).save_pretrained(str(out), safe_serialization=True)
 
 
@@ -287,6 +295,7 @@ def _build_flowmap_latent(out: Path) -> None:
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "sd": _build_sd, "sd-lcm": _build_sd_lcm, "sdxl": _build_sdxl, "cm": _build_cm,
+    "cm-ct": lambda out: _build_cm(out, "cm-ct"),
     "flowmap": _build_flowmap, "flowmap-latent": _build_flowmap_latent,
 }
 
