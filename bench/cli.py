@@ -109,6 +109,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from bench.adapters.hf.recipes import TABLES, format_tables
+
+    if args.family and args.family not in TABLES:
+        raise BenchError(f"no recipe table {args.family!r} (tables: {', '.join(TABLES)})")
+    print("How each published checkpoint is sampled, per step count (bench/adapters/hf/recipes.py; the row a cell "
+          "used is in its provenance).")
+    print(format_tables(args.family))
+    return 0
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from bench.hardware import HardwareSpec, fingerprint, library_versions
 
@@ -226,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered samplers, datasets or metrics")
     ls.add_argument("what", choices=["samplers", "datasets", "metrics"])
     ls.set_defaults(fn=_cmd_list)
+
+    rc = sub.add_parser("recipes", help="print the real-model recipes (scheduler, timesteps, eta, guidance, ...) "
+                                        "per checkpoint and step count, with their sources")
+    rc.add_argument("family", nargs="?", help="one table, e.g. hyper-sd (default: all)")
+    rc.set_defaults(fn=_cmd_recipes)
 
     d = sub.add_parser("doctor", help="print the hardware fingerprint and what is available offline")
     d.set_defaults(fn=_cmd_doctor)

@@ -168,6 +168,9 @@ class Worker:
                                            who=who)
         phases["probe"] = time.perf_counter() - t0
         result.info["determinism_probe"] = probe.as_info()
+        describe = getattr(sampler, "provenance_for", None)  # diffusers adapters: the recipe row this cell ran
+        if callable(describe):
+            result.info["sampler"] = describe(c.nfe)
         result.nfe_counted = first_sample
         metrics: list[MetricResult] = []
         if "memory" in task.metrics:

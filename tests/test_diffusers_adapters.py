@@ -159,11 +159,14 @@ def test_card_defaults() -> None:
     lora = build_sampler("lcm", {"lora": "latent-consistency/lcm-lora-sdxl"})
     assert lora.model == "stabilityai/stable-diffusion-xl-base-1.0" and lora.guidance_scale == 1.0
     cm = build_sampler("consistency-model", {})
-    assert cm.model == "openai/diffusers-cd_imagenet64_l2" and cm.timesteps == {2: [22, 0]}
+    assert cm.model == "openai/diffusers-cd_imagenet64_l2" and cm.recipe_for(2).recipe.timesteps == (22, 0)
     dmd2 = build_sampler("dmd2", {})
-    assert dmd2.timesteps == {1: [399], 4: [999, 749, 499, 249]} and dmd2.info.nfe.values == {1, 4}
-    assert build_sampler("sdxl-lightning", {}).step_prediction == {1: "sample"}
-    assert build_sampler("hyper-sd", {}).scheduler_name == "TCDScheduler"
+    assert [dmd2.recipe_for(n).recipe.timesteps for n in (1, 4)] == [(399,), (999, 749, 499, 249)]
+    assert dmd2.info.nfe.values == {1, 4}
+    assert build_sampler("sdxl-lightning", {}).recipe_for(1).recipe.prediction_type == "sample"
+    hyper = build_sampler("hyper-sd", {})
+    assert hyper.recipe_for(1).recipe.scheduler == "TCDScheduler" and hyper.recipe_for(2).recipe.scheduler == \
+        "DDIMScheduler"  # tests/test_recipes.py checks what the denoiser sees
 
 
 @pytest.mark.usefixtures("no_network")

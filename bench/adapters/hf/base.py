@@ -12,6 +12,9 @@
   the same seed), so image i depends only on its seed, never on batch size.
 - Step-specific checkpoints (SDXL-Lightning, DMD2, Hyper-SD publish one UNet or LoRA per step count): the
   one for the requested steps is put in place before sampling; base weights are restored exactly in between.
+- Recipes: how the authors sample what is loaded (scheduler and config, timesteps, eta, guidance, LoRA scale)
+  comes from the family's table in bench.adapters.hf.recipes, keyed on the loaded checkpoint / LoRA / model;
+  options the user sets override a row's fields; `provenance_for(nfe)` records the row used.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from bench.adapters.hf import recipes
 from bench.adapters.hf.weights import Resolved, load_state_dict, resolve_file, resolve_model
 from bench.adapters.protocol import NFESupport, SampleRequest, SamplerInfo, per_image_noise
 from bench.errors import BenchError
@@ -86,13 +90,14 @@ class DiffusersSampler:
     lora_checkpoints: ClassVar[dict[int, str]] = {}  # step count -> published LoRA (spec)
     default_checkpoint_format = "unet"  # unet | lora
     default_timesteps: ClassVar[dict[int, list[int]]] = {}
+    recipe_family: str | None = None  # the table of bench.adapters.hf.recipes this adapter reads
     version = "hf-1"
 
     def __init__(self, model: str | None = None, *, variant: str | None = None, revision: str | None = None,
                  local_files_only: bool = True, guidance_scale: float | None = None, scheduler: str | None = None,
                  scheduler_config: dict[str, Any] | None = None, timesteps: dict[Any, list[int]] | None = None,
                  checkpoints: dict[Any, str] | str | None = None, checkpoint_format: str | None = None,
-                 lora: str | None = None, lora_scale: float = 1.0, attention: str | None = None,
+                 lora: str | None = None, lora_scale: float | None = None, attention: str | None = None,
                  compile_mode: str = "default", call_options: dict[str, Any] | None = None,
                  negative_prompt: str | None = None) -> None:
         self.model = str(model or self.default_model)
@@ -101,6 +106,11 @@ class DiffusersSampler:
         self.scheduler_name = scheduler or self.scheduler_class
         self.scheduler_config = dict(self.scheduler_overrides) | dict(scheduler_config or {})
         self.timesteps = {**self.default_timesteps, **_int_keys(timesteps, "timesteps")}
+        # What the user set (overrides a recipe row's field); the class defaults above apply without a row.
+        self.user_set: dict[str, Any] = {
+            k: v for k, v in (("scheduler", scheduler), ("scheduler_config", dict(scheduler_config or {}) or None),
+                              ("timesteps", _int_keys(timesteps, "timesteps") or None),
+                              ("guidance", guidance_scale), ("lora_scale", lora_scale)) if v is not None}
         fmt = checkpoint_format or self.default_checkpoint_format
         if fmt not in ("unet", "lora"):
             raise BenchError(f"option `checkpoint_format` must be unet or lora, got {fmt!r}")
@@ -111,7 +121,8 @@ class DiffusersSampler:
             self.checkpoints = _int_keys(checkpoints, "checkpoints") if checkpoints is not None else \
                 dict(self.lora_checkpoints if fmt == "lora" else self.unet_checkpoints)
         self.default_checkpoints_used = checkpoints is None
-        self.lora, self.lora_scale = lora, float(lora_scale)
+        self.lora = lora
+        self.lora_scale = float(lora_scale) if lora_scale is not None else None
         self.attention, self.compile_mode = attention, compile_mode
         self.call_options = dict(call_options or {})
         self.negative_prompt = negative_prompt
@@ -130,6 +141,8 @@ class DiffusersSampler:
         self._base_weights: dict[str, dict[str, torch.Tensor]] | None = None
         self._sched_key: Any = None
         self._base_sched_config: Any = None
+        self._model_config: dict[str, Any] = {}
+        self._matches: dict[int, recipes.Match] = {}
         self.provenance: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------------- weights
@@ -191,10 +204,12 @@ class DiffusersSampler:
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         if lora_ref is not None:
-            self._apply_lora(pipe, lora_ref)
+            self._apply_lora(pipe, lora_ref, self._lora_scale(self._loaded_match(self.lora or "", "lora", 0)))
         pipe.to(self.device)
         self.pipe = pipe
         self._base_sched_config = pipe.scheduler.config
+        self._model_config = self._identity(pipe)
+        self._matches.clear()
         self._set_attention(hw)
         if hw.compile:
             net = self.denoiser()
@@ -202,14 +217,14 @@ class DiffusersSampler:
         self.provenance = {"model": ref.source, "pipeline": type(pipe).__name__, "lora": lora_ref.source if lora_ref
                            else None, "dtype": str(self.dtype), "device": str(self.device), "compile": hw.compile}
 
-    def _apply_lora(self, pipe: Any, ref: Resolved) -> None:
+    def _apply_lora(self, pipe: Any, ref: Resolved, scale: float | None = None) -> None:
         path = ref.ref
         kwargs: dict[str, Any] = {"local_files_only": True} if ref.local else {}
         if os.path.isfile(path):
             kwargs["weight_name"] = os.path.basename(path)
             path = os.path.dirname(path)
         pipe.load_lora_weights(path, **kwargs)
-        pipe.fuse_lora(lora_scale=self.lora_scale)
+        pipe.fuse_lora(lora_scale=1.0 if scale is None else float(scale))
         pipe.unload_lora_weights()  # fused into the weights: no LoRA layers left to slow the forward down
 
     def _set_attention(self, hw: HardwareSpec) -> None:
@@ -273,12 +288,68 @@ class DiffusersSampler:
                         name: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
                         for name, module in self.pipe.components.items() if isinstance(module, torch.nn.Module)
                     }
-                self._apply_lora(self.pipe, self._lora_ref(want[1], "checkpoints"))
+                self._apply_lora(self.pipe, self._lora_ref(want[1], "checkpoints"), self._lora_scale(self.recipe_for(nfe)))
         self._active = want
 
+    # --------------------------------------------------------------------------------------------- recipes
+    def _identity(self, pipe: Any) -> dict[str, Any]:
+        """Config values of the loaded pipeline that identify it when its name does not (recipes' `identify`)."""
+        return {"num_train_timesteps": getattr(pipe.scheduler.config, "num_train_timesteps", None)}
+
+    def _loaded(self, nfe: int) -> tuple[str | None, str]:
+        """(spec, format) of what decides the recipe at `nfe` steps: the step's checkpoint, the LoRA, or the model."""
+        spec = self._checkpoint_for(nfe)
+        if spec:
+            return spec, self.checkpoint_format
+        if self.lora:
+            return self.lora, "lora"
+        return self.model, "pipeline"
+
+    def _loaded_match(self, spec: str, fmt: str, nfe: int) -> recipes.Match:
+        if self.recipe_family is None:
+            return recipes.Match(None, "none", "this adapter has no recipe table")
+        return recipes.match(self.recipe_family, spec, fmt, nfe, self._model_config or None)
+
+    def recipe_for(self, nfe: int) -> recipes.Match:
+        """The recipe row for `nfe` steps of what is loaded (see bench.adapters.hf.recipes), cached per step count."""
+        if nfe not in self._matches:
+            spec, fmt = self._loaded(nfe)
+            self._matches[nfe] = self._loaded_match(spec or "", fmt, nfe)
+        return self._matches[nfe]
+
+    def _lora_scale(self, m: recipes.Match) -> float | None:
+        if self.lora_scale is not None:
+            return self.lora_scale
+        return m.recipe.lora_scale if m.recipe is not None else None
+
+    def provenance_for(self, nfe: int) -> dict[str, Any]:
+        """What a cell at `nfe` steps ran: load provenance plus the recipe row and the fields the user overrode."""
+        m = self.recipe_for(nfe)
+        name, overrides = self._scheduler_for(nfe)
+        recipe: dict[str, Any] = {"match": m.how, **({"row": m.recipe.as_provenance()} if m.recipe else {}),
+                                  **({"reason": m.reason} if m.reason else {}),
+                                  "overridden": sorted(self.user_set)}
+        ts = self._timestep_kwargs(nfe).get("timesteps")
+        return {**self.provenance, "recipe": recipe, "scheduler": name or type(self.pipe.scheduler).__name__,
+                "scheduler_config": overrides, "timesteps": ts, "eta": self._eta(nfe),
+                "guidance": self.user_set.get("guidance", self._default_guidance(nfe))}
+
     def _scheduler_for(self, nfe: int) -> tuple[str | None, dict[str, Any]]:
-        """Scheduler class name and config overrides for this step count (subclasses add step rules)."""
-        return self.scheduler_name, dict(self.scheduler_config)
+        """Scheduler class name and config overrides for this step count: the recipe row's, else the class
+        defaults; what the user set wins (subclasses add step rules)."""
+        r = self.recipe_for(nfe).recipe
+        if r is None:
+            return self.scheduler_name, dict(self.scheduler_config)
+        name = self.user_set.get("scheduler") or r.scheduler or self.scheduler_class
+        return name, dict(r.scheduler_config) | dict(self.user_set.get("scheduler_config") or {})
+
+    def _eta(self, nfe: int) -> float | None:
+        r = self.recipe_for(nfe).recipe
+        return r.eta if r is not None else None
+
+    def _default_guidance(self, nfe: int) -> float | None:
+        r = self.recipe_for(nfe).recipe
+        return r.guidance if r is not None and r.guidance is not None else self.default_guidance
 
     def _use_scheduler(self, nfe: int) -> None:
         name, overrides = self._scheduler_for(nfe)
@@ -302,7 +373,11 @@ class DiffusersSampler:
         return [str(p) for p in req.prompts] if req.prompts else [""] * len(req)
 
     def _guidance(self, req: SampleRequest) -> float | None:
-        return float(req.guidance) if req.guidance is not None else self.guidance_scale
+        if req.guidance is not None:
+            return float(req.guidance)
+        if "guidance" in self.user_set:
+            return float(self.user_set["guidance"])
+        return self._default_guidance(req.nfe)
 
     def _latent_shape(self, req: SampleRequest) -> tuple[int, int, int]:
         f = int(getattr(self.pipe, "vae_scale_factor", 8))
@@ -311,8 +386,12 @@ class DiffusersSampler:
         return int(self.denoiser().config.in_channels), req.height // f, req.width // f
 
     def _timestep_kwargs(self, nfe: int) -> dict[str, Any]:
-        if nfe in self.timesteps:
-            ts = [int(t) for t in self.timesteps[nfe]]
+        r = self.recipe_for(nfe).recipe
+        user = self.user_set.get("timesteps") or {}
+        table = user if nfe in user else ({nfe: list(r.timesteps)} if r is not None and r.timesteps else
+                                          {} if r is not None else self.timesteps)
+        if nfe in table:
+            ts = [int(t) for t in table[nfe]]
             if len(ts) != nfe:
                 raise BenchError(f"option `timesteps` for {nfe} steps lists {len(ts)} timesteps")
             return {"timesteps": ts}
@@ -326,6 +405,9 @@ class DiffusersSampler:
         g = self._guidance(req)
         if g is not None:
             kwargs["guidance_scale"] = g
+        eta = self._eta(req.nfe)
+        if eta is not None:
+            kwargs["eta"] = eta
         if self.negative_prompt is not None and (g or 0) > 1:
             kwargs["negative_prompt"] = [self.negative_prompt] * len(req)
         return kwargs

@@ -1,8 +1,10 @@
 """Published few-step samplers on diffusers pipelines, configured as their model cards say.
 
 Each class is a registered sampler (entry points in pyproject.toml). Options common to all are documented in
-bench.adapters.hf.base.DiffusersSampler and docs/real-models.md; the defaults below are the cards' settings.
-A suite's `guidance:` (per sampler) overrides `guidance_scale`.
+bench.adapters.hf.base.DiffusersSampler and docs/real-models.md. How each published checkpoint is sampled
+(scheduler, timesteps, eta, guidance, prediction type) is data: the family's table in bench.adapters.hf.recipes,
+keyed on what is loaded (`bench recipes` prints them); the class attributes below are the fallback for a model
+no row fits. A suite's `guidance:` (per sampler) overrides `guidance_scale`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from bench.adapters.hf import recipes
 from bench.adapters.hf.base import DiffusersSampler
 from bench.adapters.protocol import NFESupport, SampleRequest
 from bench.errors import BenchError
@@ -34,6 +37,11 @@ class SDXLTurbo(_Text2Image):
     nfe_support = NFESupport(min=1, max=4)
     scheduler_class = "EulerAncestralDiscreteScheduler"
     scheduler_overrides: ClassVar[dict[str, Any]] = {"timestep_spacing": "trailing"}
+    recipe_family = "sdxl-turbo"
+
+
+def _row(recipe_id: str) -> recipes.Recipe:
+    return next(r for r in recipes.all_recipes() if r.id == recipe_id)
 
 
 class LCM(_Text2Image):
@@ -43,13 +51,14 @@ class LCM(_Text2Image):
     default_model = "SimianLuo/LCM_Dreamshaper_v7"
     nfe_support = NFESupport(min=1, max=50)
     scheduler_class = "LCMScheduler"
+    recipe_family = "lcm"
 
     def __init__(self, model: str | None = None, lora: str | None = None, guidance_scale: float | None = None,
                  **kwargs: Any) -> None:
         # LCM_Dreamshaper_v7's card samples with guidance 8.0, fed to the UNet's w-embedding (1 evaluation per step);
         # the LCM-LoRA cards say: disable guidance (1.0) or keep it between 1.0 and 2.0 (real CFG, 2 evaluations).
-        if guidance_scale is None:
-            guidance_scale = 1.0 if lora else 8.0
+        # The recipe rows carry both; this is the fallback (and what `guidance_scale` shows before loading).
+        self.default_guidance = _row("lcm/lora-sdxl" if lora else "lcm/dreamshaper-v7").guidance
         if lora and model is None:
             model = SDXL_BASE
         super().__init__(model, lora=lora, guidance_scale=guidance_scale, **kwargs)
@@ -62,13 +71,18 @@ class ConsistencyModel(DiffusersSampler):
     conditioning = "class"
     default_model = "openai/diffusers-cd_imagenet64_l2"
     nfe_support = NFESupport(min=1, max=40)
-    # The card's 2-step schedule (from openai/consistency_models scripts/launch.sh); 1 step: the scheduler's.
-    default_timesteps: ClassVar[dict[int, list[int]]] = {2: [22, 0]}
+    # Timesteps per checkpoint come from the recipe table (CD ImageNet-64 2 steps: [22, 0] on 40 training steps;
+    # CT: [106, 0] on 201), matched by model name or by the loaded scheduler's training steps; none: the scheduler's.
+    recipe_family = "consistency-model"
+    version = "hf-2"  # hf-1 ran CT checkpoints on CD's 2-step timesteps
 
     def _pipeline_class(self) -> Any:
         from diffusers import DiffusionPipeline
 
         return DiffusionPipeline
+
+    def _identity(self, pipe: Any) -> dict[str, Any]:
+        return {**super()._identity(pipe), "class_conditional": bool(pipe.unet.config.num_class_embeds)}
 
     def _latent_shape(self, req: SampleRequest) -> tuple[int, int, int]:
         cfg = self.denoiser().config
@@ -106,14 +120,18 @@ class _StepDistilledSDXL(_Text2Image):
     def __init__(self, model: str | None = None, prediction_types: dict[Any, str] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        default = self.unet_prediction_types if self.default_checkpoints_used and self.checkpoint_format == "unet" \
-            else {}
-        self.step_prediction = {int(k): str(v) for k, v in (prediction_types or default).items()}
+        # Only what the user sets: the prediction type of a published checkpoint is part of its recipe row.
+        self.step_prediction = {int(k): str(v) for k, v in (prediction_types or {}).items()}
+        if self.step_prediction:
+            self.user_set["prediction_types"] = dict(self.step_prediction)
 
     def _scheduler_for(self, nfe: int) -> tuple[str | None, dict[str, Any]]:
         name, overrides = super()._scheduler_for(nfe)
         if nfe in self.step_prediction:
             overrides["prediction_type"] = self.step_prediction[nfe]
+        elif self.recipe_for(nfe).recipe is None and nfe in self.unet_prediction_types \
+                and self.checkpoint_format == "unet":
+            overrides["prediction_type"] = self.unet_prediction_types[nfe]
         return name, overrides
 
 
@@ -126,6 +144,8 @@ class SDXLLightning(_StepDistilledSDXL):
     family = "adversarial"
     scheduler_class = "EulerDiscreteScheduler"
     scheduler_overrides: ClassVar[dict[str, Any]] = {"timestep_spacing": "trailing"}
+    recipe_family = "sdxl-lightning"
+    version = "hf-2"  # hf-1 dropped the 1-step UNet's prediction_type="sample" when `checkpoints:` was set
     unet_checkpoints: ClassVar[dict[int, str]] = {
         1: f"{LIGHTNING}/sdxl_lightning_1step_unet_x0.safetensors",
         **{n: f"{LIGHTNING}/sdxl_lightning_{n}step_unet.safetensors" for n in (2, 4, 8)},
@@ -144,6 +164,7 @@ class DMD2(_StepDistilledSDXL):
 
     family = "adversarial"
     scheduler_class = "LCMScheduler"
+    recipe_family = "dmd2"
     unet_checkpoints: ClassVar[dict[int, str]] = {
         1: f"{DMD2_REPO}/dmd2_sdxl_1step_unet_fp16.bin", 4: f"{DMD2_REPO}/dmd2_sdxl_4step_unet_fp16.bin"}
     lora_checkpoints: ClassVar[dict[int, str]] = {4: f"{DMD2_REPO}/dmd2_sdxl_4step_lora_fp16.safetensors"}
@@ -159,6 +180,8 @@ class HyperSD(_StepDistilledSDXL):
 
     family = "consistency"
     scheduler_class = "TCDScheduler"
+    recipe_family = "hyper-sd"
+    version = "hf-2"  # hf-1 ran the 2/4/8-step LoRAs with TCD and eta 1.0 (the unified 1-step LoRA's recipe)
     default_checkpoint_format = "lora"
     lora_checkpoints: ClassVar[dict[int, str]] = {
         1: f"{HYPER}/Hyper-SDXL-1step-lora.safetensors",
@@ -167,18 +190,17 @@ class HyperSD(_StepDistilledSDXL):
     # checkpoint_format: unet -> the 1-step UNet, which its card samples with LCMScheduler at timestep 800.
     unet_checkpoints: ClassVar[dict[int, str]] = {1: f"{HYPER}/Hyper-SDXL-1step-Unet.safetensors"}
 
-    def __init__(self, *args: Any, eta: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, eta: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.eta = float(eta)  # the card's value; lower eta gives more detail at more steps
-        if self.checkpoint_format == "unet":
-            self.scheduler_name = kwargs.get("scheduler") or "LCMScheduler"
-            self.timesteps = {1: [800], **self.timesteps}
+        self.eta = None if eta is None else float(eta)  # None: the recipe's (TCD: 1.0; DDIM: not passed, 0)
+        if self.eta is not None:
+            self.user_set["eta"] = self.eta
 
-    def _call_kwargs(self, req: SampleRequest) -> dict[str, Any]:
-        kwargs = super()._call_kwargs(req)
-        if self.scheduler_name == "TCDScheduler":
-            kwargs["eta"] = self.eta
-        return kwargs
+    def _eta(self, nfe: int) -> float | None:
+        if self.eta is not None:
+            name, _ = self._scheduler_for(nfe)
+            return self.eta if name in ("TCDScheduler", "DDIMScheduler") else None
+        return super()._eta(nfe)
 
 
 class DiffusersODE(DiffusersSampler):
@@ -187,3 +209,4 @@ class DiffusersODE(DiffusersSampler):
     family = "ode"
     default_model = SDXL_BASE
     nfe_support = NFESupport(min=1, max=1000)
+    recipe_family = "diffusers-ode"
