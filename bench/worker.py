@@ -237,10 +237,13 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
         def one_batch(req: SampleRequest = req) -> Any:
             return sampler.sample(req)
 
-        r = latency.measure(
-            one_batch, b, device, warmup=opts.warmup, min_run_time=opts.min_run_time,
-            max_run_time=opts.max_run_time, min_runs=opts.min_runs, max_time=opts.max_time, cpu_time=cpu_time,
-        )
+        nets = list(sampler.networks()) if opts.phases else []  # the phase split hooks the counted networks
+        with latency.PhaseClock(nets, device) as clock:
+            r = latency.measure(
+                one_batch, b, device, warmup=opts.warmup, min_run_time=opts.min_run_time,
+                max_run_time=opts.max_run_time, min_runs=opts.min_runs, max_time=opts.max_time, cpu_time=cpu_time,
+                phases=clock if nets else None,
+            )
         names = ([("latency_ms_batch1", "latency_cpu_ms_batch1")] if b == 1 else []) + (
             [("latency_ms_per_image", "latency_cpu_ms_per_image")] if b == sizes[-1] else [])
         runs = {"batch_size": b, "runs": r.runs, "number_per_run": r.number_per_run, "runs_added": r.runs_added}
@@ -249,6 +252,7 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
         prov = {**runs, "median_batch_ms": r.median_s * 1e3, "ci": "interquartile range", "threads": threads,
                 "unstable": unstable, "unstable_reason": reason, **protocol}
         out += [MetricResult(wall, med, False, q25, q75, r.runs, dict(prov)) for wall, _ in names]
+        out += latency.phase_metrics(r, [wall for wall, _ in names], {"batch_size": b, "threads": threads})
         cpu = r.cpu_per_image_ms()
         if cpu is not None:
             med, q25, q75 = cpu

@@ -5,7 +5,16 @@ until the IQR is tight or `max_run_time` is spent; when that left fewer than `mi
 can outlast the budget), blocked_autorange adds blocks until there are `min_runs`, within a hard cap of
 `max_time` seconds per batch size. `stability` flags a measurement with too few runs or too wide an IQR, and
 `separated` says whether two latencies differ (their IQRs do not overlap). Both are pure: readers of stored
-results use them without timing anything. torch is imported only by `measure`.
+results use them without timing anything. torch is imported only by `measure` and `PhaseClock`.
+
+Phases: the whole call is the latency (the default). With `PhaseClock` the same timed calls are also split at
+the first and the last counted network call (the hooks on `networks()`), so every moment of a call belongs to
+exactly one phase:
+  conditioning  call start -> first network call starts: text encoders, initial latents, scheduler set-up
+  denoising     first network call starts -> last one ends: the counted calls and the scheduler steps between
+  decoding      last network call ends -> call returns: the last scheduler step, VAE decode, post-processing
+On CUDA the marks are CUDA events on the current stream (no extra synchronisation inside the call; read once the
+timing has synchronised), elsewhere time.perf_counter, the Timer's own clock.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ DEFAULT_MIN_RUNS = 5
 DEFAULT_MAX_TIME = 30.0
 DEFAULT_MAX_IQR_REL = 0.25
 CPU_CLOCK = "time.process_time"
+PHASES = ("conditioning", "denoising", "decoding")
+PHASE_SPLIT = "at the first and last counted network call (bench.metrics.latency.PhaseClock)"
 
 
 class LatencyOptions(BaseModel):
@@ -48,6 +59,9 @@ class LatencyOptions(BaseModel):
     max_iqr_rel: float = Field(default=DEFAULT_MAX_IQR_REL, gt=0, description="A latency whose IQR is wider than "
                                "this fraction of its median is unstable.")
     calibrate: bool = Field(default=True, description="Also time the calibration workload (calibration_ms).")
+    phases: bool = Field(default=True, description="Also split each timed call into conditioning, denoising and "
+                         "decoding at the first and last counted network call (latency_<phase>_ms_batch1 / "
+                         "_per_image); the whole call stays the latency.")
 
     @field_validator("batch_sizes")
     @classmethod
@@ -77,6 +91,8 @@ class LatencyResult:
     cpu_median_s: float | None = None  # CPU seconds per call (time.process_time), when measured with cpu_time
     cpu_q25_s: float | None = None
     cpu_q75_s: float | None = None
+    phases: dict[str, tuple[float, float, float]] | None = None  # phase -> (median, q25, q75) seconds per call
+    phase_calls: int = 0  # timed calls the phases were read from
 
     def per_image_ms(self) -> tuple[float, float, float]:
         b = self.batch_size
@@ -87,6 +103,95 @@ class LatencyResult:
             return None
         b = self.batch_size
         return self.cpu_median_s * 1e3 / b, self.cpu_q25_s * 1e3 / b, self.cpu_q75_s * 1e3 / b
+
+
+class PhaseClock:
+    """Marks where each call of a timed function crosses into and out of its counted network calls.
+
+    Use as a context manager around `measure(..., phases=clock)`: entering puts a forward pre-hook and a forward
+    hook on each network, leaving removes them. `wrap(fn)` marks the call's start and end; `reset()` forgets the
+    calls so far (measure calls it after warm-up); `summary()` gives each phase's median and quartiles per call.
+    """
+
+    def __init__(self, networks: Any, device: torch.device) -> None:
+        self.networks = list(networks)
+        self.cuda = device.type == "cuda"
+        self._calls: list[list[Any]] = []  # per call: [start, first network start, last network end, end]
+        self._current: list[Any] | None = None
+        self._handles: list[Any] = []
+
+    def _mark(self) -> Any:
+        if self.cuda:
+            import torch
+
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def _pre(self, *_: Any) -> None:
+        cur = self._current
+        if cur is not None and cur[1] is None:
+            cur[1] = self._mark()
+
+    def _post(self, *_: Any) -> None:
+        cur = self._current
+        if cur is not None:
+            cur[2] = self._mark()  # the last one to fire wins
+
+    def __enter__(self) -> PhaseClock:
+        for net in self.networks:
+            self._handles.append(net.register_forward_pre_hook(self._pre))
+            self._handles.append(net.register_forward_hook(self._post))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def wrap(self, fn: Callable[[], object]) -> Callable[[], object]:
+        def timed() -> object:
+            self._current = [self._mark(), None, None, None]
+            try:
+                return fn()
+            finally:
+                self._current[3] = self._mark()
+                self._calls.append(self._current)
+                self._current = None
+
+        return timed
+
+    def reset(self) -> None:
+        self._calls.clear()
+
+    def durations(self) -> list[tuple[float, float, float]]:
+        """(conditioning, denoising, decoding) seconds of every call that made a network call."""
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        out = []
+        for start, first, last, end in self._calls:
+            if first is None or last is None:
+                continue
+            if self.cuda:
+                out.append((start.elapsed_time(first) / 1e3, first.elapsed_time(last) / 1e3,
+                            last.elapsed_time(end) / 1e3))
+            else:
+                out.append((first - start, last - first, end - last))
+        return out
+
+    def summary(self) -> tuple[dict[str, tuple[float, float, float]] | None, int]:
+        d = self.durations()
+        if not d:
+            return None, 0
+        arr = np.asarray(d, dtype=np.float64)
+        out = {}
+        for i, name in enumerate(PHASES):
+            q25, med, q75 = (float(x) for x in np.percentile(arr[:, i], [25, 50, 75]))
+            out[name] = (med, q25, q75)
+        return out, len(d)
 
 
 def stability(runs: int, median: float, q25: float, q75: float, min_runs: int = DEFAULT_MIN_RUNS,
@@ -117,7 +222,7 @@ def separated(a_q25: float, a_q75: float, b_q25: float, b_q75: float) -> bool:
 def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, warmup: int = 1,
             min_run_time: float = 0.2, max_run_time: float = 5.0, threshold: float = 0.1,
             min_runs: int = DEFAULT_MIN_RUNS, max_time: float = DEFAULT_MAX_TIME,
-            cpu_time: bool = False) -> LatencyResult:
+            cpu_time: bool = False, phases: PhaseClock | None = None) -> LatencyResult:
     """Time `fn` (one batch) with torch.utils.benchmark on the current thread count.
 
     adaptive_autorange first (until IQR/median < `threshold` after `min_run_time`, or `max_run_time`); if that
@@ -126,7 +231,8 @@ def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, 
     calls run first so lazy initialisation and allocator growth are not timed. With `cpu_time`, the CPU seconds
     (time.process_time) of every run are kept too, read by the Timer's `setup` just before each run's timed
     loop and by its callback just after: on one thread they stay meaningful when other processes share the
-    cores, and the wall-clock timing is unchanged.
+    cores, and the wall-clock timing is unchanged. With `phases` (a PhaseClock whose hooks are in place), every
+    call is also split into PHASES, read from the same calls the Timer times (warm-up calls excluded).
     """
     import logging
 
@@ -136,10 +242,14 @@ def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import torch.utils.benchmark as tbench
 
+    if phases is not None:
+        fn = phases.wrap(fn)
     for _ in range(warmup):
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    if phases is not None:
+        phases.reset()
 
     block_start = [0.0]  # process_time when the current run (block) began
     cpu_runs: list[float] = []  # CPU seconds per call, one per timed run
@@ -171,4 +281,29 @@ def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, 
     if cpu_time:
         result.cpu_q25_s, result.cpu_median_s, result.cpu_q75_s = (
             float(x) for x in np.percentile(np.asarray(cpu_runs), [25, 50, 75]))
+    if phases is not None:
+        result.phases, result.phase_calls = phases.summary()
     return result
+
+
+def phase_metric_name(phase: str, wall_name: str) -> str:
+    """latency_ms_batch1 -> latency_<phase>_ms_batch1; latency_ms_per_image -> latency_<phase>_ms_per_image."""
+    return wall_name.replace("latency_", f"latency_{phase}_", 1)
+
+
+def phase_metrics(r: LatencyResult, wall_names: list[str], provenance: dict[str, Any]) -> list[Any]:
+    """The stored split of one timed batch size: for each of `wall_names` (latency_ms_batch1 and/or
+    latency_ms_per_image) one metric per phase, ms per image, IQR over the timed calls. Empty without phases."""
+    from bench.metrics.registry import MetricResult
+
+    if not r.phases:
+        return []
+    b = r.batch_size
+    out = []
+    for phase, (med, q25, q75) in r.phases.items():
+        prov = {**provenance, "phase": phase, "split": PHASE_SPLIT, "calls": r.phase_calls,
+                "ci": "interquartile range over the timed calls"}
+        for wall in wall_names:
+            out.append(MetricResult(phase_metric_name(phase, wall), med * 1e3 / b, False, q25 * 1e3 / b,
+                                    q75 * 1e3 / b, r.phase_calls, dict(prov)))
+    return out
