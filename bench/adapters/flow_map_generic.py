@@ -1,5 +1,11 @@
 """`flow-map`: a user's own flow-map network, sampled along a time grid, in pixel space or a VAE's latent space.
 
+Time convention (default): noise at t = 0, data at t = 1 (the zoo's rectified flow, x_t = (1 - t) x0 + t x1), on a
+uniform grid. SD3 / FLUX-style networks run the other way, noise t = 1 -> data t = 0: set `noise_time: 1,
+data_time: 0`. `time_shift: s` (SD3 uses 3.0) warps the grid, uniform or `times`, as those pipelines do, on the
+noise level n (1 at noise_time, 0 at data_time): n -> s n / (1 + (s - 1) n), ends fixed; s > 1 spends more steps
+near the noise. Unset (or 1): no shift.
+
 The network is one of
   map               f(x, s, t, cond) -> X_{s,t}(x)            the state at time t, from the state x at time s
   map_velocity      f(x, s, t, cond) -> v, X_{s,t}(x) = x + (t - s) v
@@ -16,6 +22,7 @@ Configure it with a small JSON file (`config:`), with options, or both (options 
      "parameterization": "map",                     # map | map_velocity | average_velocity
      "noise_time": 0.0, "data_time": 1.0,           # which end of [0, 1] is noise (default: 0 noise, 1 data)
      "times": {"2": [0.0, 0.7, 1.0]},               # optional explicit grids per step count (else uniform)
+     "time_shift": 3.0,                             # optional SD3/FLUX-style shift of the grid (default none)
      "conditioning": "class",                       # none | class | text
      "channels": 4,                                 # channels of the state the network sees
      "data_range": [-1, 1],                         # pixel range of decoded / pixel-space outputs
@@ -42,8 +49,8 @@ from bench.errors import BenchError, MissingWeightsError
 from bench.hardware import HardwareSpec
 
 PARAMETERIZATIONS = ("map", "map_velocity", "average_velocity")
-_KEYS = ("network", "kwargs", "weights", "parameterization", "noise_time", "data_time", "times", "conditioning",
-         "channels", "data_range", "latent")
+_KEYS = ("network", "kwargs", "weights", "parameterization", "noise_time", "data_time", "times", "time_shift",
+         "conditioning", "channels", "data_range", "latent")
 
 
 def _import(target: str) -> Any:
@@ -59,6 +66,25 @@ def _import(target: str) -> Any:
             raise BenchError(f"flow-map: module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
+
+
+def shift_times(grid: torch.Tensor, shift: Any, noise_time: float, data_time: float) -> torch.Tensor:
+    """SD3 / FLUX-style time shift of a grid: on the noise level n = (t - data_time) / (noise_time - data_time),
+    n -> s n / (1 + (s - 1) n); the ends stay where they are. `shift` None or 1: the grid unchanged."""
+    if shift is None:
+        return grid
+    try:
+        s = float(shift)
+    except (TypeError, ValueError):
+        raise BenchError(f"flow-map: time_shift must be a positive number, got {shift!r}") from None
+    if not s > 0:
+        raise BenchError(f"flow-map: time_shift must be a positive number, got {shift!r}")
+    if s == 1.0:
+        return grid
+    if noise_time == data_time:
+        raise BenchError("flow-map: time_shift needs noise_time != data_time")
+    n = (grid - data_time) / (noise_time - data_time)
+    return data_time + s * n / (1 + (s - 1) * n) * (noise_time - data_time)
 
 
 class FlowMapSampler:
@@ -143,6 +169,8 @@ class FlowMapSampler:
         param = cfg.get("parameterization", "map")
         if param not in PARAMETERIZATIONS:
             raise BenchError(f"flow-map: parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {param!r}")
+        shift_times(torch.zeros(1, dtype=torch.float64), cfg.get("time_shift"),  # a bad shift fails at load
+                    float(cfg.get("noise_time", 0.0)), float(cfg.get("data_time", 1.0)))
         build = _import(cfg["network"])
         try:
             net = build(**dict(cfg.get("kwargs") or {}))
@@ -198,13 +226,15 @@ class FlowMapSampler:
     def _grid(self, nfe: int) -> torch.Tensor:
         cfg = self.cfg
         explicit = {int(k): v for k, v in (cfg.get("times") or {}).items()}
+        t0, t1 = float(cfg.get("noise_time", 0.0)), float(cfg.get("data_time", 1.0))
         if nfe in explicit:
             ts = [float(v) for v in explicit[nfe]]
             if len(ts) != nfe + 1:
                 raise BenchError(f"flow-map: times for {nfe} steps must list {nfe + 1} values, got {len(ts)}")
-            return torch.tensor(ts, dtype=torch.float64)
-        t0, t1 = float(cfg.get("noise_time", 0.0)), float(cfg.get("data_time", 1.0))
-        return torch.linspace(t0, t1, nfe + 1, dtype=torch.float64)
+            grid = torch.tensor(ts, dtype=torch.float64)
+        else:
+            grid = torch.linspace(t0, t1, nfe + 1, dtype=torch.float64)
+        return shift_times(grid, cfg.get("time_shift"), t0, t1)
 
     def _cond(self, req: SampleRequest) -> Any:
         kind = self.info.conditioning
