@@ -17,6 +17,7 @@ adapters' tables:
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,6 +204,7 @@ def test_cell_provenance_records_the_row_and_user_options_win() -> None:
     assert prov["recipe"]["row"]["id"] == "hyper-sd/lora-2step" and prov["recipe"]["match"] == "step"
     assert prov["recipe"]["row"]["source"].startswith("https://huggingface.co/ByteDance/Hyper-SD/")
     assert prov["scheduler"] == "DDIMScheduler" and prov["recipe"]["overridden"] == []
+    assert json.loads(json.dumps(prov)) == prov  # stored as the cell's info.sampler
     mine = _loaded("hyper-sd", {"model": "tiny:sdxl", "checkpoints": HYPER_LORAS, "scheduler": "TCDScheduler",
                                 "eta": 0.3})
     calls = denoiser_calls(mine, _req(2))
