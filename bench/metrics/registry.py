@@ -6,13 +6,13 @@ A metric is a function `fn(ctx: QualityContext, options: dict) -> list[MetricRes
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
+from bench.importing import import_target
 
 if TYPE_CHECKING:
     import torch
@@ -108,9 +108,8 @@ def get_metric(name: str) -> MetricFn:
     if target is None:
         raise BenchError(f"unknown metric {name!r} (known: {', '.join(metric_names()) or 'none'}; "
                          "or name one as 'module.path:function')")
-    module_name, _, attr = target.partition(":")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
+        fn = import_target(target)
     except (ImportError, AttributeError) as e:
         raise BenchError(f"metric {name!r}: cannot import {target!r} ({e})") from None
     _LOADED[name] = fn

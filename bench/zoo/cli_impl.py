@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.importing import import_target
 from bench.zoo import checkpoints
 
 SIZE_BUDGET_BYTES = 24 * 1024 * 1024  # all shipped zoo weights together (this issue and the students)
@@ -39,15 +40,12 @@ def register_trainer(name: str, target: str) -> None:
 
 
 def _trainer(name: str) -> Any:
-    import importlib
-
     if name not in _TRAINERS:
         from bench.zoo.students.train import STUDENTS
 
         names = ", ".join(sorted({*_TRAINERS, *STUDENTS}))
         raise BenchError(f"zoo model {name!r} has no training recipe (trainable: {names})")
-    module, _, attr = _TRAINERS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return import_target(_TRAINERS[name])
 _BOOKKEEPING = {"model", "history", "hardware", "wall_seconds", "init", "max_seconds", "file", "sha256", "bytes",
                 "quality", "parameters", "shipped_parameters", "unet_parameters"}
 
