@@ -101,9 +101,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for n in dataset_names():
             print(f"  {n}")
     else:
-        from bench.metrics.registry import metric_names
+        from bench.metrics.registry import SYSTEM_METRICS, metric_names
 
-        for n in [*metric_names(), "latency", "memory"]:
+        for n in [*metric_names(), *SYSTEM_METRICS]:
             print(f"  {n}")
     return 0
 

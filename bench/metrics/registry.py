@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from bench.evidence import Evidence
 
 
+# Measurement metrics the worker produces itself (not through this registry); a suite may name them too.
+SYSTEM_METRICS = ("latency", "memory")
+
+
 @dataclass
 class MetricResult:
     """One number with its uncertainty and provenance; `name` is the canonical metric name (e.g. `fd`)."""
