@@ -259,9 +259,6 @@ class Suite:
     def name(self) -> str:
         return self.model.name
 
-    def metric_options(self, name: str) -> dict[str, Any]:
-        return dict(self.model.metrics.get(name) or {})
-
 
 def apply_overrides(located: LocatedYAML, overrides: Sequence[str]) -> list[tuple[str | int, ...]]:
     """Apply `KEY.PATH=VALUE` overrides (VALUE parsed as YAML; list items by index, e.g. samplers.0.nfe=[1, 2])

@@ -86,11 +86,6 @@ def metric_names() -> list[str]:
     return sorted(_METRICS)
 
 
-def is_metric(name: str) -> bool:
-    """Registered, or a 'module.path:function' a suite names directly (a third-party metric)."""
-    return name in _METRICS or name in _LOADED or ":" in name
-
-
 def get_metric(name: str) -> MetricFn:
     """The metric function for a registered name, a `name:variant`, or a 'module.path:function' string.
 

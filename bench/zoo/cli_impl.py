@@ -25,18 +25,13 @@ from bench.zoo import checkpoints
 
 SIZE_BUDGET_BYTES = 24 * 1024 * 1024  # all shipped zoo weights together (this issue and the students)
 # name -> "module:function"; function(out_dir: Path, device: str, **recipe) -> recipe dict with at least
-# "file" (written into out_dir), "steps", "hardware", "wall_seconds". Students register theirs here.
+# "file" (written into out_dir), "steps", "hardware", "wall_seconds". Students: bench.zoo.students.train.
 _TRAINERS: dict[str, str] = {
     "shapes-clip": "bench.zoo.train:train_shapes_clip",
     "teacher": "bench.zoo.train:train_teacher",
 }
 # installed by `install()` from a training folder (students: bench/zoo/students/train.py SHIPPED)
 TRAINABLE = ("shapes-clip", "teacher", "flowmap-lmd", "flowmap-meanflow", "consistency", "lcm", "turbo")
-
-
-def register_trainer(name: str, target: str) -> None:
-    """Make `bench zoo train <name>` call `target` ('module:function', imported on use)."""
-    _TRAINERS[name] = target
 
 
 def _trainer(name: str) -> Any:
