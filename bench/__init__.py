@@ -10,11 +10,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def load_results(store: str = "runs/bench.sqlite", run: str | None = None, suite: str | None = None) -> pd.DataFrame:
-    """One tidy row per cell x metric (see README "Results as data"); latest run of each suite by default."""
-    from bench.store import Store
+def load_results(store: str | None = None, run: str | None = None, suite: str | None = None) -> pd.DataFrame:
+    """One tidy row per cell x metric (see README "Results as data"); latest run of each suite by default.
+    `store` defaults to `bench.store.DEFAULT_STORE` (runs/bench.sqlite)."""
+    from bench.store import DEFAULT_STORE, Store
 
-    with Store(store, readonly=True) as s:
+    with Store(store or DEFAULT_STORE, readonly=True) as s:
         return s.results(run_id=run, suite=suite)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-
-DEFAULT_STORE = "runs/bench.sqlite"
+from bench.store import DEFAULT_STORE
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -102,9 +102,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for n in dataset_names():
             print(f"  {n}")
     else:
-        from bench.metrics.registry import metric_names
+        from bench.metrics.registry import SYSTEM_METRICS, metric_names
 
-        for n in [*metric_names(), "latency", "memory"]:
+        for n in [*metric_names(), *SYSTEM_METRICS]:
             print(f"  {n}")
     return 0
 
@@ -195,18 +195,14 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bench",
-        description="Benchmark few-step image samplers (flow maps, distilled samplers, ODE solvers) on equal "
-                    "terms across NFE x resolution x hardware.",
-        epilog="Start with: bench run suites/smoke.yaml   (see README.md)",
-    )
-    from bench import __version__
+# ------------------------------------------------------------------------------------------- the parser
+# Every subcommand is wired the same way: a `register(subparsers)` function adds its parser and sets
+# `fn=<command function>`; `main` calls `args.fn(args)`, whose int is the exit code, and turns a BenchError from
+# any of them into one line on stderr and exit 2. Commands that live with their module (baseline/gate in
+# bench.gate, report in bench.report.command) export `register_cli` of the same shape.
 
-    p.add_argument("--version", action="version", version=f"flowmap-bench {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
+def _register_run(sub: Any) -> None:
     r = sub.add_parser("run", help="run a suite (resumes: finished cells are not recomputed)",
                        description="Plan a suite into cells and run each in an isolated worker; results are "
                                    "committed to the store per cell. Exit 0 all done, 1 some cell failed, 2 bad input.")
@@ -225,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set axes.resolution=[16]; recorded with the run, and part of every cell key it changes")
     r.set_defaults(fn=_cmd_run)
 
+
+def _register_export(sub: Any) -> None:
     e = sub.add_parser("export", help="write results as one tidy table (csv, parquet, json)")
     e.add_argument("--store", default=DEFAULT_STORE)
     g = e.add_mutually_exclusive_group()
@@ -234,22 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", help="output file (default stdout; required for parquet)")
     e.set_defaults(fn=_cmd_export)
 
+
+def _register_list(sub: Any) -> None:
     ls = sub.add_parser("list", help="list registered samplers, datasets or metrics")
     ls.add_argument("what", choices=["samplers", "datasets", "metrics"])
     ls.set_defaults(fn=_cmd_list)
 
+
+def _register_recipes(sub: Any) -> None:
     rc = sub.add_parser("recipes", help="print the real-model recipes (scheduler, timesteps, eta, guidance, ...) "
                                         "per checkpoint and step count, with their sources")
     rc.add_argument("family", nargs="?", help="one table, e.g. hyper-sd (default: all)")
     rc.set_defaults(fn=_cmd_recipes)
 
+
+def _register_doctor(sub: Any) -> None:
     d = sub.add_parser("doctor", help="print the hardware fingerprint and what is available offline")
     d.set_defaults(fn=_cmd_doctor)
 
+
+def _register_schema(sub: Any) -> None:
     s = sub.add_parser("schema", help="print the JSON schema of suite files (for editors)")
     s.add_argument("-o", "--output")
     s.set_defaults(fn=_cmd_schema)
 
+
+def _register_zoo(sub: Any) -> None:
     z = sub.add_parser("zoo", help="embedded reference models: train, verify, card")
     zs = z.add_subparsers(dest="zoo_cmd", required=True, metavar="ZOO_COMMAND")
     zt = zs.add_parser("train", help="reproduce a zoo checkpoint from its recorded recipe")
@@ -259,12 +267,30 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_parser("verify", help="check shipped weights against their recorded hashes")
     zs.add_parser("card", help="print each model's recipe, size and measured quality")
     z.set_defaults(fn=_cmd_zoo)
-    from bench.gate import register_cli as _gate_cli
 
-    _gate_cli(sub)
-    from bench.report.command import register_cli as _report_cli
 
-    _report_cli(sub)
+def _registrars() -> list[Callable[[Any], None]]:
+    """Every subcommand's `register(subparsers)`, in the order `bench --help` lists them."""
+    from bench.gate import register_cli as register_baseline_and_gate
+    from bench.report.command import register_cli as register_report
+
+    return [_register_run, _register_export, _register_list, _register_recipes, _register_doctor, _register_schema,
+            _register_zoo, register_baseline_and_gate, register_report]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bench",
+        description="Benchmark few-step image samplers (flow maps, distilled samplers, ODE solvers) on equal "
+                    "terms across NFE x resolution x hardware.",
+        epilog="Start with: bench run suites/smoke.yaml   (see README.md)",
+    )
+    from bench import __version__
+
+    p.add_argument("--version", action="version", version=f"flowmap-bench {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for register in _registrars():
+        register(sub)
     return p
 
 

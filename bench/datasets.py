@@ -74,13 +74,12 @@ def dataset_names() -> list[str]:
 
 
 def build_dataset(name: str, options: dict[str, Any]) -> Dataset:
-    import importlib
+    from bench.importing import import_target
 
     if name not in _DATASETS:
         raise BenchError(f"unknown dataset {name!r} (known: {', '.join(dataset_names())})")
-    module_name, _, attr = _DATASETS[name].partition(":")
     try:
-        cls: Callable[..., Dataset] = getattr(importlib.import_module(module_name), attr)
+        cls: Callable[..., Dataset] = import_target(_DATASETS[name])
     except (ImportError, AttributeError) as e:
         raise BenchError(f"dataset {name!r} is not available: {e}") from None
     try:

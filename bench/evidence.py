@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
+from bench.files import write_atomic
 
 EVIDENCE_FORMAT = 1
 FLOAT16_FD_RTOL = 1e-4
@@ -148,16 +147,7 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
     payload: dict[str, Any] = {"format": np.asarray(EVIDENCE_FORMAT), **arrays}
     np.savez_compressed(buf, **payload)
     data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a baseline's evidence is committed and shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)  # readable by all (a baseline's evidence is committed and shared)
     return hashlib.sha256(data).hexdigest()
 
 

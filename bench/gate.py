@@ -934,7 +934,7 @@ def render_markdown(res: GateResult) -> str:
 
 
 def _cmd_baseline_save(args: argparse.Namespace) -> int:
-    from bench.cli import DEFAULT_STORE
+    from bench.store import DEFAULT_STORE
 
     path, snap = save_baseline(args.store or [DEFAULT_STORE], args.output, args.run, args.suite)
     done = sum(c["status"] == "done" for c in snap["cells"])
@@ -977,7 +977,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 
 def register_cli(sub: Any) -> None:
     """Add `bench baseline save` and `bench gate` to the CLI's subparsers."""
-    from bench.cli import DEFAULT_STORE
+    from bench.store import DEFAULT_STORE
 
     b = sub.add_parser("baseline", help="record a run as a baseline file for `bench gate`")
     bs = b.add_subparsers(dest="baseline_cmd", required=True, metavar="BASELINE_COMMAND")

@@ -159,14 +159,17 @@ def fingerprint() -> dict[str, Any]:
     return info
 
 
+# The libraries that influence numbers: recorded with every run and in every metric's provenance.
+VERSION_PACKAGES = ("flowmap-bench", "torch", "torchvision", "numpy", "scipy", "torch-fidelity", "clean-fid",
+                    "open_clip_torch", "diffusers", "pandas", "pydantic")
+
+
 def library_versions() -> dict[str, str | None]:
-    """Versions of the libraries that influence numbers (provenance)."""
+    """Installed version of each of `VERSION_PACKAGES` (None: not installed); run and metric provenance."""
     from importlib.metadata import PackageNotFoundError, version
 
-    names = ["flowmap-bench", "torch", "torchvision", "numpy", "scipy", "torch-fidelity", "clean-fid",
-             "open_clip_torch", "diffusers", "pandas", "pydantic"]
     out: dict[str, str | None] = {}
-    for n in names:
+    for n in VERSION_PACKAGES:
         try:
             out[n] = version(n)
         except PackageNotFoundError:

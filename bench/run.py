@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.plan import Cell, plan
-from bench.store import CellResult, Store
+from bench.store import DEFAULT_STORE, CellResult, Store
 from bench.suite import Suite, load_suite
 from bench.worker import CellTask
 
@@ -77,7 +77,7 @@ def _summarise_metrics(result: CellResult) -> str:
     return " ".join(parts)
 
 
-def run_suite(suite_path: str | Path, store_path: str | Path = "runs/bench.sqlite", *, executor: str = "local",
+def run_suite(suite_path: str | Path, store_path: str | Path = DEFAULT_STORE, *, executor: str = "local",
               jobs: int = 1, force: bool = False, isolate: bool = False, allow_download: bool = False,
               progress: bool = True, argv: list[str] | None = None, executor_options: dict[str, Any] | None = None,
               overrides: Sequence[str] = ()) -> RunSummary:

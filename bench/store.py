@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from bench.metrics.registry import MetricResult
     from bench.plan import Cell
 
+DEFAULT_STORE = "runs/bench.sqlite"  # every command's --store default, and load_results()'s
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, suite TEXT NOT NULL, suite_hash TEXT, suite_path TEXT, suite_text TEXT,
@@ -74,7 +76,7 @@ class CellResult:
 class Store:
     """The results ledger at `path` (created on first write); use as a context manager."""
 
-    def __init__(self, path: str | Path = "runs/bench.sqlite", readonly: bool = False) -> None:
+    def __init__(self, path: str | Path = DEFAULT_STORE, readonly: bool = False) -> None:
         self.path = Path(path)
         self._opened = False
         try:

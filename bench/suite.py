@@ -15,8 +15,6 @@ from bench.errors import BenchError
 from bench.hardware import HardwareSpec
 from bench.yaml_lines import LocatedYAML, dotted, load_yaml, parse_yaml
 
-SYSTEM_METRICS = ("latency", "memory")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -229,7 +227,7 @@ class SuiteModel(_Strict):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
-        from bench.metrics.registry import get_metric, metric_names
+        from bench.metrics.registry import SYSTEM_METRICS, get_metric, metric_names
 
         known = set(metric_names()) | set(SYSTEM_METRICS)
         for name in v:
@@ -260,9 +258,6 @@ class Suite:
     @property
     def name(self) -> str:
         return self.model.name
-
-    def metric_options(self, name: str) -> dict[str, Any]:
-        return dict(self.model.metrics.get(name) or {})
 
 
 def apply_overrides(located: LocatedYAML, overrides: Sequence[str]) -> list[tuple[str | int, ...]]:

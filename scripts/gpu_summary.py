@@ -66,8 +66,7 @@ def main() -> None:
             nfe["fd_diff"] = nfe["fd"] - nfe["fd_cpu"]
             nfe["speedup_b1"] = nfe["latency_ms_batch1_cpu"] / nfe["latency_ms_batch1"]
             nfe["speedup_b16"] = nfe["latency_ms_per_image_cpu"] / nfe["latency_ms_per_image"]
-        _show("nfe_sweep, cuda cells", nfe, keys + ["fd", "fd_cpu", "fd_diff"] + lat + ["speedup_b1", "speedup_b16",
-                                                                                       "probe_max"])
+        _show("nfe_sweep, cuda cells", nfe, [*keys, "fd", "fd_cpu", "fd_diff", *lat, "speedup_b1", "speedup_b16", "probe_max"])
         if "fd_diff" in nfe:
             print(f"\nmax |FD cuda - FD cpu| over {nfe.fd_diff.notna().sum()} cells: {nfe.fd_diff.abs().max():.4f}")
     if (d / "tiny.sqlite").exists():
@@ -76,10 +75,10 @@ def main() -> None:
                                                                            if c.startswith("latency_denoising")])
     if (d / "fp16.sqlite").exists():
         fp16 = _cells(d / "fp16.sqlite").sort_values(keys)
-        _show("float16 cells (determinism probe tolerance 32 levels)", fp16, keys + ["status", "fd", "probe_max"] + lat)
+        _show("float16 cells (determinism probe tolerance 32 levels)", fp16, [*keys, "status", "fd", "probe_max", *lat])
     if (d / "compile.sqlite").exists():
-        comp = _cells(d / "compile.sqlite").sort_values(keys + ["hardware"])
-        _show("eager vs torch.compile", comp, keys + ["hardware", "status", "error"] + lat)
+        comp = _cells(d / "compile.sqlite").sort_values([*keys, "hardware"])
+        _show("eager vs torch.compile", comp, [*keys, "hardware", "status", "error", *lat])
     if (d / "busy.json").exists():
         rows = json.loads((d / "busy.json").read_text())["rows"]
         _show("GPU busy while sampling (kernel time / wall time)", pd.DataFrame(rows),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.report.synthetic import FakeSampler, make_store
+from tests.synthetic import FakeSampler, make_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = (

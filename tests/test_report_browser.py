@@ -19,7 +19,7 @@ import bench
 from bench.cli import main
 from bench.datasets import Conditions
 from bench.report.html import write_report
-from bench.report.synthetic import DEFAULT_SAMPLERS, UNSTABLE_REASON, make_store
+from tests.synthetic import DEFAULT_SAMPLERS, UNSTABLE_REASON, make_store
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

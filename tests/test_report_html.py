@@ -13,8 +13,8 @@ import pytest
 from bench.cli import main
 from bench.report.data import fmt_ci, load_run
 from bench.report.html import write_report
-from bench.report.synthetic import FakeSampler, make_store
 from bench.store import Store
+from tests.synthetic import FakeSampler, make_store
 
 EVIL_ID = 'fm"x&y<i>'
 SAMPLERS = (

@@ -2,7 +2,7 @@
 kept out, and old stores (no per-image evidence) labelled unpaired.
 
 The stores are written through the real Store API with chosen numbers; FD comes from synthetic per-image features
-(bench.report.synthetic.synthetic_fd) whose image i shares a common part across cells, as common random numbers
+(tests.synthetic.synthetic_fd) whose image i shares a common part across cells, as common random numbers
 make it in a real sweep: the cells' own bootstrap intervals are wide, the paired interval of a difference narrow.
 """
 
@@ -21,9 +21,9 @@ from bench.plan import Cell
 from bench.report.compare import compare_runs, format_compare
 from bench.report.data import load_run
 from bench.report.html import write_report
-from bench.report.synthetic import synthetic_fd
 from bench.report.verdicts import Judge, intervals_overlap
 from bench.store import CellResult, Store
+from tests.synthetic import synthetic_fd
 
 N = 512
 REASON = "only 3 timed runs (need 5)"

@@ -236,7 +236,8 @@ def test_a_time_capped_run_records_its_schedule_length_for_replay():
     """Stopped by the time cap at step 80 of a schedule fixed to 200: a replay of 80 steps must see the same lr."""
     from dataclasses import replace
 
-    from bench.zoo.students.train import REPLAY_KEYS, lr_at
+    from bench.zoo.loop import lr_at
+    from bench.zoo.students.train import REPLAY_KEYS
 
     fixed = recipe_for("consistency", steps=200)
     replay = replace(fixed, steps=80, schedule_steps=200)

@@ -36,7 +36,6 @@ not counted as an NFE. Models: `tiny:flowmap`, `tiny:flowmap-latent` are small r
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ import torch
 from bench.adapters.protocol import NFESupport, SampleRequest, SamplerInfo, per_image_noise
 from bench.errors import BenchError, MissingWeightsError
 from bench.hardware import HardwareSpec
+from bench.importing import MalformedTarget, MissingAttribute, import_target, split_target
 
 PARAMETERIZATIONS = ("map", "map_velocity", "average_velocity")
 _KEYS = ("network", "kwargs", "weights", "parameterization", "noise_time", "data_time", "times", "time_shift",
@@ -54,18 +54,15 @@ _KEYS = ("network", "kwargs", "weights", "parameterization", "noise_time", "data
 
 
 def _import(target: str) -> Any:
-    module_name, _, attr = str(target).partition(":")
-    if not module_name or not attr:
-        raise BenchError(f"flow-map: network {target!r} must be 'module.path:ClassOrFactory'")
     try:
-        obj: Any = importlib.import_module(module_name)
+        return import_target(target)
+    except MalformedTarget:
+        raise BenchError(f"flow-map: network {target!r} must be 'module.path:ClassOrFactory'") from None
     except ImportError as e:
-        raise BenchError(f"flow-map: cannot import {module_name!r} ({e})") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise BenchError(f"flow-map: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
+        raise BenchError(f"flow-map: cannot import {split_target(target)[0]!r} ({e})") from None
+    except MissingAttribute:
+        module_name, attr = split_target(target)
+        raise BenchError(f"flow-map: module {module_name!r} has no attribute {attr!r}") from None
 
 
 def shift_times(grid: torch.Tensor, shift: Any, noise_time: float, data_time: float) -> torch.Tensor:

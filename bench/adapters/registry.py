@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 from bench.errors import BenchError
+from bench.importing import MalformedTarget, MissingAttribute, import_target, split_target
 
 GROUP = "bench.samplers"
 
@@ -33,19 +33,15 @@ def list_samplers() -> list[SamplerEntry]:
 
 
 def _import_target(target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise BenchError(f"adapter {target!r}: expected a registered name or 'module.path:ClassName'")
     try:
-        module = importlib.import_module(module_name)
+        return import_target(target)
+    except MalformedTarget:
+        raise BenchError(f"adapter {target!r}: expected a registered name or 'module.path:ClassName'") from None
     except ImportError as e:
-        raise BenchError(f"adapter {target!r}: cannot import module {module_name!r} ({e})") from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise BenchError(f"adapter {target!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
+        raise BenchError(f"adapter {target!r}: cannot import module {split_target(target)[0]!r} ({e})") from None
+    except MissingAttribute:
+        module_name, attr = split_target(target)
+        raise BenchError(f"adapter {target!r}: module {module_name!r} has no attribute {attr!r}") from None
 
 
 def resolve_sampler(adapter: str) -> type:

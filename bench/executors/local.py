@@ -11,7 +11,7 @@ import multiprocessing as mp
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -29,7 +29,6 @@ class _Slot:
     task: CellTask | None = None
     started: float = 0.0
     ready: bool = False
-    spawned: float = field(default_factory=time.perf_counter)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -53,7 +52,6 @@ class LocalExecutor:
         self.timeout = timeout
         self.isolate = isolate
         self._ctx = mp.get_context("spawn")
-        self.spawn_seconds = 0.0
         self.startup_wait = 0.0  # driver time spent waiting for the first worker to import torch & co.
         self._finished: list[_Slot] = []
         self._prestarted: list[_Slot] = []
@@ -157,7 +155,6 @@ class LocalExecutor:
                 return
             if kind == "ready":
                 slot.ready = True
-                self.spawn_seconds += time.perf_counter() - slot.spawned
             elif kind == "progress" and slot.task is not None:
                 progress(slot.task.cell.label, str(payload))
             elif kind == "result" and slot.task is not None:

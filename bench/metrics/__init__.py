@@ -1,10 +1,14 @@
 """Metrics: quality (registry of FD, KID, precision/recall, CLIP score), NFE, latency and memory."""
 
 from bench.metrics.frechet import FeatureStats, InsufficientSamplesError, frechet_distance
-from bench.metrics.registry import MetricResult, QualityContext, get_metric, metric_names, register_metric
-
-# Measurement metrics produced by the worker itself (not through the quality registry).
-SYSTEM_METRICS = ("latency", "memory")
+from bench.metrics.registry import (
+    SYSTEM_METRICS,
+    MetricResult,
+    QualityContext,
+    get_metric,
+    metric_names,
+    register_metric,
+)
 
 __all__ = [
     "SYSTEM_METRICS",

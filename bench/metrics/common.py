@@ -7,7 +7,6 @@ per-cell scratch dict), so FD, KID and precision/recall in the same space read t
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 
 from bench.datasets import has_matched_draws
 from bench.errors import BenchError
+from bench.hardware import library_versions
 from bench.metrics.features import FeatureSpace, build_feature_space
 from bench.metrics.reference import ReferenceSet, reference_set
 from bench.metrics.registry import QualityContext
@@ -144,19 +144,6 @@ def seeds_summary(seeds: Sequence[int]) -> dict[str, Any]:
     s = [int(v) for v in seeds]
     return {"count": len(s), "first": s[0] if s else None, "last": s[-1] if s else None,
             "sha256": hashlib.sha256(np.asarray(s, dtype=np.int64).tobytes()).hexdigest()[:16]}
-
-
-_VERSION_PACKAGES = ("flowmap-bench", "torch", "numpy", "scipy", "torch-fidelity", "clean-fid", "open_clip_torch")
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for name in _VERSION_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def base_provenance(ctx: QualityContext, space: FeatureSpace | None = None,

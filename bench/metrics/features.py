@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError, MissingWeightsError
+from bench.importing import import_target, split_target
 
 RESIZE_POLICIES = ("clean", "native")
 
@@ -548,8 +549,8 @@ def load_shapes_clip(device: torch.device) -> ClipModel:
     Uses the module's own `preprocess` (native policy) and `tokenizer()` when it has them; `info` may carry
     sha256, file, image_size, mean, std, tokenizer.
     """
-    module_name, _, attr = SHAPES_CLIP_LOADER.partition(":")
-    try:
+    module_name, attr = split_target(SHAPES_CLIP_LOADER)
+    try:  # the module itself is read too (IMAGE_SIZE, MEAN, STD, tokenizer, preprocess), not only the loader
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
@@ -695,7 +696,6 @@ def build_feature_space(spec: str, options: dict[str, Any] | None = None, device
         raise BenchError(f"unknown feature space {spec!r} (known: {', '.join(feature_space_names())})")
     target = _SPACES[base]
     if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module_name), attr)
+        target = import_target(target)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return target(arg, dict(options or {}), dev, bool(allow_download))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 
 from bench.datasets import has_matched_draws
 from bench.errors import BenchError
+from bench.files import write_atomic
 from bench.metrics.frechet import FeatureStats
 
 if TYPE_CHECKING:
@@ -74,15 +73,7 @@ def reference_key(dataset: Any, resolution: int, space: FeatureSpace, indices: S
 
 
 def _atomic_savez(path: Path, **arrays: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_checked(path: Path, key: dict[str, Any]) -> dict[str, np.ndarray] | None:

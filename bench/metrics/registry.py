@@ -6,19 +6,23 @@ A metric is a function `fn(ctx: QualityContext, options: dict) -> list[MetricRes
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
+from bench.importing import import_target
 
 if TYPE_CHECKING:
     import torch
 
     from bench.datasets import Dataset
     from bench.evidence import Evidence
+
+
+# Measurement metrics the worker produces itself (not through this registry); a suite may name them too.
+SYSTEM_METRICS = ("latency", "memory")
 
 
 @dataclass
@@ -82,11 +86,6 @@ def metric_names() -> list[str]:
     return sorted(_METRICS)
 
 
-def is_metric(name: str) -> bool:
-    """Registered, or a 'module.path:function' a suite names directly (a third-party metric)."""
-    return name in _METRICS or name in _LOADED or ":" in name
-
-
 def get_metric(name: str) -> MetricFn:
     """The metric function for a registered name, a `name:variant`, or a 'module.path:function' string.
 
@@ -108,9 +107,8 @@ def get_metric(name: str) -> MetricFn:
     if target is None:
         raise BenchError(f"unknown metric {name!r} (known: {', '.join(metric_names()) or 'none'}; "
                          "or name one as 'module.path:function')")
-    module_name, _, attr = target.partition(":")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
+        fn = import_target(target)
     except (ImportError, AttributeError) as e:
         raise BenchError(f"metric {name!r}: cannot import {target!r} ({e})") from None
     _LOADED[name] = fn

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-
-DEFAULT_STORE = "runs/bench.sqlite"
+from bench.store import DEFAULT_STORE
 
 
 def register_cli(subparsers: Any) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.files import write_atomic
 from bench.report import plots
 from bench.report.data import (
     MetricInfo,
@@ -72,22 +71,11 @@ def _safe(name: str) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader (or a concurrent run) never sees half a report."""
+    """Write via a temporary file and rename (bench.files), so a reader never sees half a report."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_atomic(path, text)
     except OSError as e:
         raise BenchError(f"cannot write the report to {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _env() -> Any:

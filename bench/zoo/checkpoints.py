@@ -95,3 +95,46 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def fp16_roundtrip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """What a state dict becomes after shipping (fp16) and loading (float32): for measuring shipped quality."""
     return {k: v.detach().half().float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _stage(recipe: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in recipe.items() if k not in ("file", "sha256", "bytes", "quality", "parameters",
+                                                          "shipped_parameters", "unet_parameters")}
+
+
+def record(folder: Path, name: str, recipe: dict[str, Any], quality: dict[str, Any] | None = None) -> dict:
+    """Add (or replace) model `name` in `folder`'s manifest from a training recipe dict.
+
+    A recipe that starts from earlier weights (`init` = "<file>@<sha256>") is a further training stage:
+    when the manifest's current entry has that hash, the stages are chained (`recipe.stages`), so
+    `bench zoo train` (bench.zoo.cli_impl.train) can replay them in order.
+    """
+    manifest = read_manifest(folder)
+    manifest.setdefault("version", 1)
+    models = manifest.setdefault("models", {})
+    path = folder / recipe["file"]
+    stages = [_stage(recipe)]
+    prev = models.get(name)
+    if recipe.get("init") and prev and str(recipe["init"]).endswith("@" + prev["sha256"]):
+        stages = [*prev["recipe"].get("stages", [prev["recipe"]]), *stages]
+    entry = {
+        "file": recipe["file"],
+        "sha256": sha256(path),
+        "bytes": path.stat().st_size,
+        "dtype": "float16",
+        "parameters": recipe.get("parameters"),
+        "recipe": stages[0] if len(stages) == 1 else {
+            "stages": stages,
+            "steps": sum(int(st["steps"]) for st in stages),
+            "wall_seconds": round(sum(float(st.get("wall_seconds") or 0) for st in stages), 1),
+            "hardware": stages[-1].get("hardware"),
+        },
+        "quality": {**(recipe.get("quality") or {}), **(quality or {})},
+    }
+    if name == "shapes-clip":
+        entry["shipped_parameters"] = recipe.get("shipped_parameters")
+        entry["note"] = ("token embedding stored as the rows the shapes grammar uses "
+                         "(token_embedding.ids / .rows); expanded on load")
+    models[name] = entry
+    write_manifest(manifest, folder)
+    return entry

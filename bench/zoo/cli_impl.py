@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.importing import import_target
 from bench.zoo import checkpoints
+from bench.zoo.checkpoints import record
 
 SIZE_BUDGET_BYTES = 24 * 1024 * 1024  # all shipped zoo weights together (this issue and the students)
 # name -> "module:function"; function(out_dir: Path, device: str, **recipe) -> recipe dict with at least
-# "file" (written into out_dir), "steps", "hardware", "wall_seconds". Students register theirs here.
+# "file" (written into out_dir), "steps", "hardware", "wall_seconds". Students: bench.zoo.students.train.
 _TRAINERS: dict[str, str] = {
     "shapes-clip": "bench.zoo.train:train_shapes_clip",
     "teacher": "bench.zoo.train:train_teacher",
@@ -33,70 +35,19 @@ _TRAINERS: dict[str, str] = {
 TRAINABLE = ("shapes-clip", "teacher", "flowmap-lmd", "flowmap-meanflow", "consistency", "lcm", "turbo")
 
 
-def register_trainer(name: str, target: str) -> None:
-    """Make `bench zoo train <name>` call `target` ('module:function', imported on use)."""
-    _TRAINERS[name] = target
-
-
 def _trainer(name: str) -> Any:
-    import importlib
-
     if name not in _TRAINERS:
         from bench.zoo.students.train import STUDENTS
 
         names = ", ".join(sorted({*_TRAINERS, *STUDENTS}))
         raise BenchError(f"zoo model {name!r} has no training recipe (trainable: {names})")
-    module, _, attr = _TRAINERS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return import_target(_TRAINERS[name])
 _BOOKKEEPING = {"model", "history", "hardware", "wall_seconds", "init", "max_seconds", "file", "sha256", "bytes",
                 "quality", "parameters", "shipped_parameters", "unet_parameters"}
 
 
 def _recipe_file(name: str) -> str:
     return f"{name.replace('-', '_')}.recipe.json"
-
-
-def _stage(recipe: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in recipe.items() if k not in ("file", "sha256", "bytes", "quality", "parameters",
-                                                          "shipped_parameters", "unet_parameters")}
-
-
-def record(folder: Path, name: str, recipe: dict[str, Any], quality: dict[str, Any] | None = None) -> dict:
-    """Add (or replace) model `name` in `folder`'s manifest from a training recipe dict.
-
-    A recipe that starts from earlier weights (`init` = "<file>@<sha256>") is a further training stage:
-    when the manifest's current entry has that hash, the stages are chained (`recipe.stages`), so
-    `train()` can replay them in order.
-    """
-    manifest = checkpoints.read_manifest(folder)
-    manifest.setdefault("version", 1)
-    models = manifest.setdefault("models", {})
-    path = folder / recipe["file"]
-    stages = [_stage(recipe)]
-    prev = models.get(name)
-    if recipe.get("init") and prev and str(recipe["init"]).endswith("@" + prev["sha256"]):
-        stages = [*prev["recipe"].get("stages", [prev["recipe"]]), *stages]
-    entry = {
-        "file": recipe["file"],
-        "sha256": checkpoints.sha256(path),
-        "bytes": path.stat().st_size,
-        "dtype": "float16",
-        "parameters": recipe.get("parameters"),
-        "recipe": stages[0] if len(stages) == 1 else {
-            "stages": stages,
-            "steps": sum(int(st["steps"]) for st in stages),
-            "wall_seconds": round(sum(float(st.get("wall_seconds") or 0) for st in stages), 1),
-            "hardware": stages[-1].get("hardware"),
-        },
-        "quality": {**(recipe.get("quality") or {}), **(quality or {})},
-    }
-    if name == "shapes-clip":
-        entry["shipped_parameters"] = recipe.get("shipped_parameters")
-        entry["note"] = ("token embedding stored as the rows the shapes grammar uses "
-                         "(token_embedding.ids / .rows); expanded on load")
-    models[name] = entry
-    checkpoints.write_manifest(manifest, folder)
-    return entry
 
 
 def condensed_eval(ev: dict[str, Any]) -> dict[str, Any]:

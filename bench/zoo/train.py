@@ -9,14 +9,13 @@ Training data are train-split seeds drawn from a numpy generator seeded by the r
 rendered on the training device. With `--max-seconds`, the step count is fixed after timing the first
 steps (so the LR schedule is still step-based) and recorded: rerunning with `--steps <recorded>`
 reproduces the recipe (bit-identity is not promised on GPUs: cuDNN and atomics are nondeterministic).
+The optimisation loop, the time budget, the data draw and the flags are shared with the students (bench.zoo.loop).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from bench.zoo import checkpoints, shapes
+from bench.zoo.loop import (
+    Budget,
+    add_budget_args,
+    caption_ids,
+    ema_update,
+    file_log,
+    hardware,
+    optimise,
+    quantise,
+    train_batch,
+)
 from bench.zoo.nets import ShapesTeacher, count_parameters
 
 
@@ -48,6 +58,9 @@ class Recipe:
     init: str | None = None  # start from these weights (a recorded earlier stage), else from scratch
 
 
+# shapes-clip and the teacher time one step between steps 20 and 120 (the students: bench.zoo.students.train)
+ZOO_BUDGET = Budget(timing=(20, 120), at_least=1)
+
 DEFAULTS = {
     # First-stage defaults; the shipped recipes (steps fixed by the GPU time budget, and the teacher's
     # second stage) are recorded in bench/zoo/weights/manifest.json and replayed by `bench zoo train`.
@@ -58,76 +71,10 @@ DEFAULTS = {
 }
 
 
-def lr_at(r: Recipe, step: int) -> float:
-    if step < r.warmup:
-        return r.lr * (step + 1) / r.warmup
-    p = min(1.0, (step - r.warmup) / max(1, r.steps - r.warmup))
-    return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _autocast(device: torch.device) -> Any:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
-
-
-def caption_ids(sc: shapes.Scenes) -> np.ndarray:
-    """Index of each scene's caption in `shapes.all_captions()`."""
-    zi = np.where(sc.say_size, sc.size + 1, 0)
-    pi = np.where(sc.say_pos, sc.region + 1, 0)
-    return ((sc.colour * len(shapes.SHAPES) + sc.shape) * 3 + zi) * 10 + pi
-
-
-def train_batch(rng: np.random.Generator, n: int) -> shapes.Scenes:
-    return shapes.scenes(rng.integers(0, shapes.EVAL_SEED_OFFSET, size=n))
-
-
-def _loop(r: Recipe, device: torch.device, params: list[torch.nn.Parameter],
-          step_fn: Callable[[int], dict[str, float]], log: Callable[[str], None],
-          after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Shared optimisation loop: AdamW, warmup + cosine, grad clipping, optional time budget."""
-    opt = torch.optim.AdamW(params, lr=r.lr, betas=(0.9, 0.99), weight_decay=r.weight_decay)
-    t_start = time.time()
-    step, timed_from, history = 0, None, []
-    while step < r.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(r, step)
-        opt.zero_grad(set_to_none=True)
-        losses = step_fn(step)
-        torch.nn.utils.clip_grad_norm_(params, r.grad_clip)
-        opt.step()
-        if after_step:
-            after_step(step)
-        step += 1
-        if r.max_seconds and step == 20:
-            _sync(device)
-            timed_from = (time.time(), step)
-        if r.max_seconds and timed_from and step == 120:
-            _sync(device)
-            per_step = (time.time() - timed_from[0]) / (step - timed_from[1])
-            left = r.max_seconds - (time.time() - t_start)
-            r.steps = max(step + 1, step + int(left / per_step))
-            log(f"{r.model}: {per_step * 1000:.1f} ms/step -> steps fixed to {r.steps} for {r.max_seconds:.0f} s")
-        if step % 100 == 0 or step == r.steps:
-            history.append({"step": step, **losses})
-            log(f"{r.model} step {step}/{r.steps} lr {lr_at(r, step - 1):.2e} "
-                + " ".join(f"{k} {v:.4f}" for k, v in losses.items()) + f" [{time.time() - t_start:.0f}s]")
-    _sync(device)
-    return {"wall_seconds": round(time.time() - t_start, 1), "history": history[-5:]}
-
-
-def _hardware(device: torch.device) -> dict[str, Any]:
-    from bench.hardware import fingerprint
-
-    fp = fingerprint()
-    keep = {k: fp.get(k) for k in ("cpu_model", "cpu_cores_logical", "torch", "cuda", "gpus")}
-    keep["device"] = str(device)
-    return keep
 
 
 # ---------------------------------------------------------------------------------------------- shapes-clip
@@ -151,8 +98,8 @@ def train_shapes_clip(out_dir: Path, device: str = "cpu", log: Callable[[str], N
         idx32, idx16 = np.arange(half), np.arange(half, r.batch)
         img32 = shapes.render(_subset(sc, idx32), 32, dev, torch.float32)
         img16 = shapes.render(_subset(sc, idx16), 16, dev, torch.float32)
-        img16 = _quantise(img16)
-        x = torch.cat([shapes_clip.preprocess(_quantise(img32)), shapes_clip.preprocess(img16)])
+        img16 = quantise(img16)
+        x = torch.cat([shapes_clip.preprocess(quantise(img32)), shapes_clip.preprocess(img16)])
         cid = torch.as_tensor(caption_ids(sc), device=dev)
         with _autocast(dev):
             fi = F.normalize(model.encode_image(x).float(), dim=-1)
@@ -165,7 +112,7 @@ def train_shapes_clip(out_dir: Path, device: str = "cpu", log: Callable[[str], N
         loss.backward()
         return {"loss": float(loss.detach())}
 
-    stats = _loop(r, dev, list(model.parameters()), step_fn, log)
+    stats = optimise(r, dev, list(model.parameters()), step_fn, log, budget=ZOO_BUDGET)
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     state = shapes_clip.to_compact(checkpoints.fp16_roundtrip(model.state_dict()))
@@ -175,8 +122,9 @@ def train_shapes_clip(out_dir: Path, device: str = "cpu", log: Callable[[str], N
     log(f"shapes-clip zero-shot accuracy (eval, {eval_n} images) @32 {acc32} @16 {acc16}")
     path = out_dir / checkpoints.FILES["shapes-clip"]
     digest = checkpoints.save_fp16(state, path, {"model": "shapes-clip", "config": "configs/shapes-clip.json"})
-    recipe = {**asdict(r), "steps": r.steps, **stats, "hardware": _hardware(dev),
-              "parameters": count_parameters(model), "shipped_parameters": sum(v.numel() for v in state.values()),
+    recipe = {**asdict(r), "steps": r.steps, "wall_seconds": stats.wall_seconds, "history": stats.history,
+              "hardware": hardware(dev), "parameters": count_parameters(model),
+              "shipped_parameters": sum(v.numel() for v in state.values()),
               "quality": {"attribute_accuracy_32": acc32, "attribute_accuracy_16": acc16, "n": eval_n},
               "file": path.name, "sha256": digest, "bytes": path.stat().st_size}
     (out_dir / "shapes_clip.recipe.json").write_text(json.dumps(recipe, indent=2))
@@ -185,11 +133,6 @@ def train_shapes_clip(out_dir: Path, device: str = "cpu", log: Callable[[str], N
 
 def _subset(sc: shapes.Scenes, idx: np.ndarray) -> shapes.Scenes:
     return shapes.Scenes(**{k: v[idx] for k, v in vars(sc).items()})
-
-
-def _quantise(img: torch.Tensor) -> torch.Tensor:
-    """Round to uint8 levels as shipped images are (keeps training inputs like evaluation inputs)."""
-    return torch.floor(img * 255 + 0.5) / 255
 
 
 def _compatible(sc: shapes.Scenes) -> np.ndarray:
@@ -231,7 +174,7 @@ def train_teacher(out_dir: Path, device: str = "cpu", log: Callable[[str], None]
 
     def fm_loss(res: int, n: int) -> torch.Tensor:
         sc = train_batch(rng, n)
-        x1 = _quantise(shapes.render(sc, res, dev, torch.float32)) * 2 - 1
+        x1 = quantise(shapes.render(sc, res, dev, torch.float32)) * 2 - 1
         x0 = torch.randn(x1.shape, device=dev, generator=gen)
         t = torch.rand(n, device=dev, generator=gen)
         xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * x1
@@ -251,35 +194,20 @@ def train_teacher(out_dir: Path, device: str = "cpu", log: Callable[[str], None]
         return {"loss16": float(l16.detach()), "loss32": float(l32.detach())}
 
     def after_step(step: int) -> None:
-        d = min(r.ema, 1 - 5 / max(r.steps, 10), (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - d)
+        ema_update(ema, model, min(r.ema, 1 - 5 / max(r.steps, 10), (1 + step) / (10 + step)))
 
-    stats = _loop(r, dev, list(model.parameters()), step_fn, log, after_step)
+    stats = optimise(r, dev, list(model.parameters()), step_fn, log, after_step, budget=ZOO_BUDGET)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / checkpoints.FILES["teacher"]
     digest = checkpoints.save_fp16(ema.state_dict(), path, {"model": "teacher", "config": ema.config()})
-    recipe = {**asdict(r), "steps": r.steps, **stats, "hardware": _hardware(dev),
-              "parameters": count_parameters(ema), "unet_parameters": count_parameters(ema.unet),
+    recipe = {**asdict(r), "steps": r.steps, "wall_seconds": stats.wall_seconds, "history": stats.history,
+              "hardware": hardware(dev), "parameters": count_parameters(ema), "unet_parameters": count_parameters(ema.unet),
               "file": path.name, "sha256": digest, "bytes": path.stat().st_size}
     (out_dir / "teacher.recipe.json").write_text(json.dumps(recipe, indent=2))
     return recipe
 
 
 TRAINERS = {"shapes-clip": train_shapes_clip, "teacher": train_teacher}
-
-
-def add_budget_args(p: argparse.ArgumentParser) -> None:
-    """The flags every zoo training CLI shares: output folder, device and the training budget."""
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--max-seconds", type=float)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--batch32", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,15 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=2000, help="eval: number of prompts")
     p.add_argument("--quick", action="store_true", help="eval: a reduced grid (smoke test)")
     a = p.parse_args(argv)
-    log_path = a.out / "train.log"
     a.out.mkdir(parents=True, exist_ok=True)
-
-    def log(msg: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-
+    log = file_log(a.out / "train.log")
     if a.model == "eval":
         from bench.zoo.quality import evaluate_teacher
 

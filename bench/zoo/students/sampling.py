@@ -63,10 +63,6 @@ def tau_to_t(tau: float | np.ndarray | torch.Tensor, T: int = T_TRAIN) -> float 
     return 1.0 - (tau + 1) / T
 
 
-def t_to_tau(t: float | torch.Tensor, T: int = T_TRAIN) -> float | torch.Tensor:
-    return T * (1.0 - t) - 1.0
-
-
 def vp_alpha_bar(t: float | np.ndarray | torch.Tensor) -> float | np.ndarray | torch.Tensor:
     """alpha_bar of the VP process equivalent to our path at time t: t^2 / (t^2 + (1 - t)^2)."""
     return t**2 / (t**2 + (1 - t) ** 2)
@@ -124,10 +120,6 @@ def karras_sigmas(n: int, num_train_timesteps: int = 40, sigma_min: float = 0.00
 def sigma_to_t(sigma: float | torch.Tensor) -> float | torch.Tensor:
     """VE noise level -> our t (x_ve = x_rf / t)."""
     return 1.0 / (1.0 + sigma)
-
-
-def t_to_sigma(t: float | torch.Tensor) -> float | torch.Tensor:
-    return (1.0 - t) / t
 
 
 # ------------------------------------------------------------------------------ boundary parameterisations

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,9 +30,20 @@ import numpy as np
 import torch
 
 from bench.zoo import checkpoints, shapes
+from bench.zoo.loop import (
+    Budget,
+    LoopStats,
+    add_budget_args,
+    caption_ids,
+    ema_update,
+    file_log,
+    hardware,
+    optimise,
+    quantise,
+    train_batch,
+)
 from bench.zoo.nets import ShapesTeacher, count_parameters
 from bench.zoo.students import models, objectives, sampling
-from bench.zoo.train import add_budget_args, caption_ids, train_batch
 
 
 @dataclass
@@ -103,15 +112,6 @@ def recipe_for(name: str, **overrides: Any) -> StudentRecipe:
     return replace(base, options=opts, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def lr_at(r: StudentRecipe, step: int) -> float:
-    """Linear warmup, then cosine to min_lr_ratio * lr (the teacher's schedule)."""
-    if step < r.warmup:
-        return r.lr * (step + 1) / r.warmup
-    total = r.schedule_steps or r.steps
-    p = min(1.0, (step - r.warmup) / max(1, total - r.warmup))
-    return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
-
-
 def sampler_metadata(r: StudentRecipe) -> dict[str, Any]:
     """What the adapter needs to sample this student (stored in the checkpoint's metadata)."""
     o = r.options
@@ -160,7 +160,7 @@ class _Data:
     def batch(self, n: int, res: int) -> tuple[torch.Tensor, torch.Tensor]:
         sc = train_batch(self.rng, n)
         img = shapes.render(sc, res, self.device, torch.float32)
-        x1 = torch.floor(img * 255 + 0.5) / 255 * 2 - 1  # quantised as shipped images are
+        x1 = quantise(img) * 2 - 1  # quantised as shipped images are
         with torch.no_grad():
             cond = self.text.encode_counts(self.counts[torch.as_tensor(caption_ids(sc), device=self.device)])
         return x1, cond
@@ -169,26 +169,10 @@ class _Data:
 # ------------------------------------------------------------------------------------------- the driver
 
 
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-            pe.lerp_(pm, 1 - decay)
-
-
 def _frozen_copy(m: ShapesTeacher) -> ShapesTeacher:
     c = models.copy_of(m)
     c.eval().requires_grad_(False)
     return c
-
-
-def _hardware(device: torch.device) -> dict[str, Any]:
-    from bench.hardware import fingerprint
-
-    fp = fingerprint()
-    keep = {k: fp.get(k) for k in ("cpu_model", "cpu_cores_logical", "torch", "cuda", "gpus")}
-    keep["device"] = str(device)
-    keep["torch_threads"] = torch.get_num_threads()
-    return keep
 
 
 def train_student(name: str, teacher_ckpt: Path | str | None = None, out: Path | str | None = None,
@@ -225,14 +209,8 @@ def train_student(name: str, teacher_ckpt: Path | str | None = None, out: Path |
 
     loss_fn, extra_step, extra_state = _family_loss(r, teacher, student, gen, dev, log)
     params = [p for p in student.unet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=r.lr, betas=(0.9, 0.99), weight_decay=r.weight_decay)
 
-    t_start = time.time()
-    step, skipped, consecutive_bad, timed, history = 0, 0, 0, None, []
-    while step < r.steps:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(r, step)
-        opt.zero_grad(set_to_none=True)
+    def step_fn(step: int) -> dict[str, float]:
         losses: dict[str, float] = {}
         total = 0.0
         for res, n in ((16, r.batch), (32, r.batch32)):
@@ -243,41 +221,18 @@ def train_student(name: str, teacher_ckpt: Path | str | None = None, out: Path |
             loss.backward()
             total += float(loss.detach())
             losses.update({f"{k}{res}": v for k, v in stats.items()})
-        if math.isfinite(total):
-            torch.nn.utils.clip_grad_norm_(params, r.grad_clip)
-            opt.step()
-            consecutive_bad = 0
-        else:  # a loss spike that overflowed: skip the update, keep going, record it
-            skipped += 1
-            consecutive_bad += 1
-            if consecutive_bad >= 50:
-                raise RuntimeError(f"{r.model}: 50 consecutive non-finite losses at step {step}; training diverged")
+        return {"loss": total, **losses}
+
+    def after_step(step: int) -> None:
         if extra_step is not None:
             extra_step(step)
         if ema is not None:
-            _ema_update(ema, student, min(r.ema, (1 + step) / (10 + step)))
-        step += 1
-        if r.max_seconds:
-            elapsed = time.time() - t_start
-            if step == TIMING_STEPS[0]:
-                _sync(dev)
-                timed = (time.time(), step)
-            elif step == TIMING_STEPS[1] and timed:
-                _sync(dev)
-                per_step = (time.time() - timed[0]) / (step - timed[1])
-                r.steps = min(cap, max(step, step + int((r.max_seconds - (time.time() - t_start)) / per_step)))
-                log(f"{r.model}: {per_step * 1000:.1f} ms/step -> steps fixed to {r.steps} "
-                    f"for {r.max_seconds:.0f} s")
-            if elapsed >= r.max_seconds and step < r.steps:
-                r.schedule_steps = r.steps  # the lr schedule ran for the fixed count: record it, so a replay matches
-                r.steps = step
-                log(f"{r.model}: time budget reached before the step count was fixed: steps = {step}")
-        if step % 100 == 0 or step == r.steps:
-            history.append({"step": step, "loss": total, **losses})
-            log(f"{r.model} step {step}/{r.steps} lr {lr_at(r, step - 1):.2e} loss {total:.5f} "
-                + " ".join(f"{k} {v:.4f}" for k, v in losses.items()) + f" [{time.time() - t_start:.0f}s]")
-    _sync(dev)
-    wall = round(time.time() - t_start, 1)
+            ema_update(ema, student, min(r.ema, (1 + step) / (10 + step)))
+
+    budget = Budget(timing=TIMING_STEPS, at_least=0, cap=cap, stop_when_over=True)
+    done: LoopStats = optimise(r, dev, params, step_fn, log, after_step, budget=budget, keep_history=10,
+                               total_key="loss")
+    wall, skipped = done.wall_seconds, done.skipped_steps
 
     shipped = ema if ema is not None else student
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,8 +240,8 @@ def train_student(name: str, teacher_ckpt: Path | str | None = None, out: Path |
     meta = {"model": r.model, "family": r.family, "config": shipped.config(), "student": sampler_metadata(r),
             "teacher_sha256": checkpoints.sha256(teacher_path)}
     digest = checkpoints.save_fp16(shipped.state_dict(), path, meta)
-    recipe = {**asdict(r), "steps": r.steps, "wall_seconds": wall, "history": history[-10:],
-              "skipped_steps": skipped, "hardware": _hardware(dev),
+    recipe = {**asdict(r), "steps": r.steps, "wall_seconds": wall, "history": done.history,
+              "skipped_steps": skipped, "hardware": hardware(dev, threads=True),
               "budget": {"kind": "wall_time" if r.max_seconds else "steps", "max_seconds": r.max_seconds,
                          "steps_x_batch": r.steps * r.batch, "steps_x_batch32": r.steps * r.batch32,
                          "teacher_evals_per_image": teacher_evals_per_step(r)},
@@ -296,29 +251,9 @@ def train_student(name: str, teacher_ckpt: Path | str | None = None, out: Path |
               "file": path.name, "sha256": digest, "bytes": path.stat().st_size}
     (out_dir / f"{path.stem}.recipe.json").write_text(json.dumps(recipe, indent=2))
     if manifest:
-        _record(out_dir, r.model, recipe)
+        checkpoints.record(out_dir, r.model, recipe)
     log(f"{r.model}: saved {path} ({recipe['bytes']} bytes, {r.steps} steps, {wall} s, {skipped} skipped)")
     return recipe
-
-
-def _record(folder: Path, name: str, recipe: dict[str, Any]) -> None:
-    """Enter the model in `folder`'s manifest the way the zoo records its models (bench.zoo.cli_impl.record)."""
-    try:
-        from bench.zoo.cli_impl import record
-    except ImportError:  # the zoo's CLI module is optional here; same entry shape
-        man = checkpoints.read_manifest(folder)
-        man.setdefault("models", {})[name] = {
-            "file": recipe["file"], "sha256": recipe["sha256"], "bytes": recipe["bytes"], "dtype": "float16",
-            "parameters": recipe.get("parameters"), "quality": {},
-            "recipe": {k: v for k, v in recipe.items() if k not in ("file", "sha256", "bytes", "parameters")}}
-        checkpoints.write_manifest(man, folder)
-        return
-    record(folder, name, recipe)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 LossFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -369,7 +304,7 @@ def _family_loss(r: StudentRecipe, teacher: ShapesTeacher, student: ShapesTeache
         step_kind = objectives.ODE_STEPS[o.get("solver", "euler")]
 
         def update_target(step: int) -> None:
-            _ema_update(target, student, mu)
+            ema_update(target, student, mu)
 
         if r.objective == "cd":
             grid = int(o["grid"])
@@ -505,14 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             budget[key] = getattr(a, key)
     names = list(SHIPPED) if a.model == "all" else [a.model]
     for name in names:
-        log_path = a.out / f"{checkpoints.weight_path(name).stem}.log"
-
-        def log(msg: str, log_path: Path = log_path) -> None:
-            line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-            print(line, flush=True)
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-
+        log = file_log(a.out / f"{checkpoints.weight_path(name).stem}.log")
         train_student(name, a.teacher, a.out, steps=a.steps, device=a.device, seed=a.seed, lr=a.lr, log=log,
                       options=dict(a.option), **budget)
     return 0

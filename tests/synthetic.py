@@ -1,4 +1,4 @@
-"""A synthetic results store shaped like an NFE sweep, for previewing reports and for the report's tests.
+"""Test fixture: a synthetic results store shaped like an NFE sweep, for the report tests and for previewing reports.
 
 `make_store(path)` writes one run (or two, for comparisons) through the store's own writing API
 (start_run / record_plan / commit_cell), with every family, CIs, noise floors, skipped and failed cells
@@ -10,7 +10,7 @@ evidence, as a real run keeps them: image i of every cell shares a common part d
 numbers), so paired comparisons (bench.analysis) are much tighter than the cells' own intervals, as in a real
 sweep. `unstable` names (sampler, steps) cells whose latency is flagged unstable.
 
-    python -m bench.report.synthetic runs/demo.sqlite && bench report --store runs/demo.sqlite
+    python -m tests.synthetic runs/demo.sqlite && bench report --store runs/demo.sqlite
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def suite_text(name: str, samplers: tuple[FakeSampler, ...], dataset: str, resol
     lines = "\n".join(f"  - {{id: {_yaml_str(s.id)}, adapter: synthetic-{s.family}, nfe: {list(s.nfe)}}}"
                       for s in samplers)
     return textwrap.dedent(f"""\
-        # Synthetic sweep written by bench.report.synthetic (numbers are made up).
+        # Synthetic sweep written by tests/synthetic.py (numbers are made up).
         name: {name}
         description: Synthetic NFE sweep for report previews and tests.
         dataset: {{name: {dataset}, split: eval}}
