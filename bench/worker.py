@@ -124,6 +124,7 @@ class Worker:
         from bench.metrics.memory import PeakMemory
         from bench.metrics.nfe import NFECounter
         from bench.metrics.registry import MetricResult
+        from bench.runtime import image_seeds
 
         c = task.cell
         hw = HardwareSpec.parse(c.hardware)  # its threads are set (and restored) by @_in_cell_runtime
@@ -136,7 +137,7 @@ class Worker:
         t0 = time.perf_counter()
         n = task.samples
         indices = list(range(n))
-        seeds = [task.base_seed + i for i in indices]
+        seeds = image_seeds(task.base_seed, indices)
         cond = dataset.conditions(indices)
         images = []
         first_sample = None
@@ -219,6 +220,7 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
     from bench.adapters.protocol import SampleRequest
     from bench.metrics import latency
     from bench.metrics.registry import MetricResult
+    from bench.runtime import image_seeds
 
     opts = latency.LatencyOptions.model_validate(task.metrics.get("latency") or {})
     sizes = sorted(set(opts.batch_sizes))
@@ -229,7 +231,7 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
     for b in sizes:
         idx = [i % task.samples for i in range(b)]
         req = SampleRequest(
-            seeds=[task.base_seed + i for i in idx], nfe=task.cell.nfe, height=task.cell.resolution,
+            seeds=image_seeds(task.base_seed, idx), nfe=task.cell.nfe, height=task.cell.resolution,
             width=task.cell.resolution, guidance=task.cell.guidance,
             prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
             labels=[cond.labels[i] for i in idx] if cond.labels else None,

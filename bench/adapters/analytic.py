@@ -31,7 +31,7 @@ class _AnalyticBase:
         self.info = SamplerInfo(
             family=self.family, nfe=NFESupport(min=1), conditioning="class",
             description=self.__doc__.splitlines()[0] if self.__doc__ else "",
-            version=f"analytic-{self.kind}-v1",
+            version=f"analytic-{self.kind}-v2",  # v2: bench.runtime.to_uint8 (v1 rounded half to even)
         )
         self.device = torch.device("cpu")
         self.dtype = torch.float32

@@ -6,6 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from bench.runtime import DTYPES, per_image_noise
+
+__all__ = ["FAMILIES", "NFESupport", "SampleRequest", "Sampler", "SamplerInfo", "per_image_noise"]
+# per_image_noise lives in bench.runtime (the seeding rule); it is re-exported here because adapters, third-party
+# ones included, import it from bench.adapters.protocol.
+
 if TYPE_CHECKING:
     import torch
 
@@ -42,7 +48,7 @@ class SamplerInfo:
     resolutions: tuple[int, ...] | None = None  # None: any resolution
     conditioning: str = "none"  # none | class | text
     devices: tuple[str, ...] = ("cpu", "cuda", "mps")
-    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    dtypes: tuple[str, ...] = DTYPES
     description: str = ""
     version: str = "0"  # changes when weights or sampling code change; part of the cell key
 
@@ -92,22 +98,3 @@ class Sampler(Protocol):
     def networks(self) -> Sequence[torch.nn.Module]: ...
 
     def sample(self, req: SampleRequest) -> torch.Tensor: ...
-
-
-def per_image_noise(
-    seeds: Sequence[int], shape: Sequence[int], device: Any = "cpu", dtype: Any = None, offset: int = 0
-) -> torch.Tensor:
-    """Standard normal noise, one generator per image, so image i never depends on batch size or order.
-
-    `offset` selects an independent stream per image (e.g. re-noising in multistep consistency sampling):
-    stream k of image i is seeded with (seed_i, k), so stream 0 is the initial noise.
-    """
-    import torch
-
-    out = []
-    for s in seeds:
-        g = torch.Generator(device="cpu")
-        g.manual_seed(int(s) * 1_000_003 + offset if offset else int(s))
-        out.append(torch.randn(*shape, generator=g))
-    x = torch.stack(out)
-    return x.to(device=device, dtype=dtype or torch.float32)

@@ -29,6 +29,7 @@ import torch
 from bench.adapters.protocol import NFESupport, SampleRequest, SamplerInfo, per_image_noise
 from bench.errors import BenchError, MissingWeightsError
 from bench.hardware import HardwareSpec
+from bench.runtime import to_uint8
 from bench.zoo import checkpoints
 from bench.zoo.nets import ShapesTeacher
 from bench.zoo.students import models, sampling
@@ -47,11 +48,6 @@ def _peek_metadata(path: Path) -> dict[str, Any]:
             return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     except Exception:
         return {}
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Model space [-1, 1] -> uint8, round half up (as the dataset and the teacher quantise)."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255).to(torch.uint8).cpu()
 
 
 class _ZooStudent:
