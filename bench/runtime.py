@@ -1,10 +1,14 @@
 """Per-cell runtime state the harness owns, in one bottom-level module (it imports torch only).
 
 - **Process state** (`cell_runtime`): a worker process is reused across cells, so anything one cell changes on
-  the process (torch's intra-op thread count today) must be put back, or the next cell runs under it while its
-  results name a different hardware spec. `cell_runtime` snapshots every `Knob` on entry, applies the values
-  the cell asks for, and restores every knob on exit, also when the cell raised or changed a knob itself (a
-  sampler calling torch.set_num_threads).
+  the process (torch's intra-op thread count, the default dtype, grad mode) must be put back, or the next cell
+  runs under it while its results name a different hardware spec. `cell_runtime` snapshots every `Knob` on
+  entry, applies the values the cell asks for, and restores every knob on exit, also when the cell raised or
+  changed a knob itself (a sampler calling torch.set_num_threads or torch.set_default_dtype).
+- **dtype and compile** reach a sampler through the `HardwareSpec` its `load()` gets; they are never set
+  process-wide (the harness's own maths, features and statistics, stays float32/float64). A sampler that
+  cannot honour one says so in its `SamplerInfo` (`dtypes`, `compile`), and the cell is skipped with that
+  reason instead of running without it.
 - **The quantiser** (`to_uint8`): float images -> uint8 by one rule, float32 round half up, for every sampler,
   dataset and float output the worker receives, so two samplers never differ by their rounding.
 - **The seeding rule** (`image_seeds`, `noise_seed`, `per_image_noise`): image i of a cell gets seed
@@ -44,17 +48,28 @@ def knobs() -> list[Knob]:
     """Every knob `cell_runtime` snapshots and restores, in the order they are applied."""
     import torch
 
-    return [Knob("threads", torch.get_num_threads, torch.set_num_threads)]
+    return [
+        Knob("threads", torch.get_num_threads, torch.set_num_threads),
+        Knob("default_dtype", torch.get_default_dtype, torch.set_default_dtype),
+        Knob("grad_enabled", torch.is_grad_enabled, torch.set_grad_enabled),
+    ]
 
 
 @contextmanager
-def cell_runtime(*, threads: int | None = None) -> Iterator[dict[str, Any]]:
+def cell_runtime(*, threads: int | None = None, dtype: str | None = None,
+                 compile: bool | None = None) -> Iterator[dict[str, Any]]:
     """Run a cell under this runtime state (None: leave as the process has it) and restore all knobs after.
 
-    Yields the state in effect inside the cell, e.g. {"threads": 1}.
+    `threads` is set on the process; `dtype` and `compile` are validated and reported, not set process-wide
+    (they reach the sampler through its hardware spec). Yields the state in effect inside the cell, e.g.
+    {"threads": 1, "default_dtype": torch.float32, "grad_enabled": True, "dtype": "float16", "compile": False}.
     """
-    if threads is not None and (isinstance(threads, bool) or threads < 1):
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if compile is not None and not isinstance(compile, bool):
+        raise ValueError(f"compile must be true or false, got {compile!r}")
     wanted: dict[str, Any] = {"threads": threads}
     ks = knobs()
     saved = {k.name: k.get() for k in ks}
@@ -63,7 +78,7 @@ def cell_runtime(*, threads: int | None = None) -> Iterator[dict[str, Any]]:
             value = wanted.get(k.name)
             if value is not None and value != saved[k.name]:
                 k.set(value)
-        yield {k.name: k.get() for k in ks}
+        yield {**{k.name: k.get() for k in ks}, "dtype": dtype or "float32", "compile": bool(compile)}
     finally:
         for k in reversed(ks):
             if k.get() != saved[k.name]:

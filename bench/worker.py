@@ -48,15 +48,17 @@ _RunCell = Callable[["Worker", CellTask, dict[str, float], CellResult], None]
 
 
 def _in_cell_runtime(run: _RunCell) -> _RunCell:
-    """Run a whole cell inside its runtime state (bench.runtime: the hardware spec's threads), restored after, so
-    a reused worker's next cell starts from the process's own state instead of the last cell's thread count."""
+    """Run a whole cell inside its runtime state (bench.runtime: the hardware spec's threads, dtype and compile),
+    restored after, so a reused worker's next cell starts from the process's own state instead of the last
+    cell's thread count, default dtype or grad mode."""
 
     @functools.wraps(run)
     def wrapped(self: Worker, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
         from bench.hardware import HardwareSpec
         from bench.runtime import cell_runtime
 
-        with cell_runtime(threads=HardwareSpec.parse(task.cell.hardware).threads):
+        hw = HardwareSpec.parse(task.cell.hardware)
+        with cell_runtime(threads=hw.threads, dtype=hw.dtype, compile=hw.compile):
             run(self, task, phases, result)
 
     return wrapped
@@ -130,6 +132,7 @@ class Worker:
         hw = HardwareSpec.parse(c.hardware)  # its threads are set (and restored) by @_in_cell_runtime
         device = hw.torch_device()
         sampler = self._sampler(task, phases)
+        _check_capabilities(sampler, c, hw)
         dataset = self._dataset(task)
 
         # Quality sampling: every image once, from its own seed; the metrics below all read these samples.
@@ -206,6 +209,17 @@ class Worker:
             result.status = "failed"
         else:
             result.status = "done"
+
+
+def _check_capabilities(sampler: Any, cell: Cell, hw: Any) -> None:
+    """Refuse a cell the loaded sampler cannot honour (its dtype, compile, NFE, resolution), with the planner's
+    reason: a sampler's info may change in load() (the zoo students read their NFE range from the weights), and
+    a cell must never run without what its hardware spec names."""
+    from bench.errors import BenchError
+
+    reason = sampler.info.unsupported(cell.nfe, cell.resolution, hw)
+    if reason is not None:
+        raise BenchError(f"sampler {cell.sampler_id!r} ({cell.adapter}) {reason}")
 
 
 def _save_grid(images: Any, folder: Path) -> None:

@@ -1,4 +1,5 @@
-"""bench.runtime: the one float -> uint8 quantiser and the seeding rule. Tests are written from the rules."""
+"""bench.runtime: the per-cell runtime state the harness owns (threads and process knobs, dtype and compile as
+sampler capabilities, the one float -> uint8 quantiser, the seeding rule). Tests are written from the rules."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 
 from bench import runtime
 from bench.adapters.analytic import AnalyticEuler
-from bench.adapters.protocol import SampleRequest
-from bench.runtime import image_seeds, noise_seed, per_image_noise, to_uint8
+from bench.adapters.protocol import SampleRequest, SamplerInfo
+from bench.hardware import HardwareSpec
+from bench.runtime import cell_runtime, image_seeds, noise_seed, per_image_noise, to_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,3 +169,162 @@ def test_the_worker_gives_image_i_the_seed_base_seed_plus_i(write_suite, tmp_pat
     # two quality batches of 4 + 2, then the determinism probe's batch of 1 (an image of the first batch)
     assert SeedRecorder.seen[:2] == [[500, 501, 502, 503], [504, 505]]
     assert len(SeedRecorder.seen[2]) == 1 and SeedRecorder.seen[2][0] in range(500, 504)
+
+
+# ---------------------------------------------------------------------------------- dtype and compile
+def test_sampler_info_defaults_take_every_dtype_and_compile():
+    info = SamplerInfo(family="other")  # a third-party adapter that says nothing keeps running as before
+    for text in ("cpu", "cpu:dtype=float16", "cpu:dtype=bfloat16", "cuda:dtype=float16,compile=true"):
+        assert info.unsupported(1, 16, HardwareSpec.parse(text)) is None, text
+    assert set(info.dtypes) == set(runtime.DTYPES) and info.compile is True
+
+
+def test_a_sampler_that_cannot_honour_dtype_or_compile_says_why():
+    info = SamplerInfo(family="other", dtypes=("float32",), dtype_note="integrates in float64",
+                       compile=False, compile_note="runs eagerly")
+    assert info.unsupported(1, 16, HardwareSpec.parse("cpu")) is None
+    assert info.unsupported(1, 16, HardwareSpec.parse("cpu:dtype=float16")) == \
+        "cannot run in float16: integrates in float64 (supports float32)"
+    assert info.unsupported(1, 16, HardwareSpec.parse("cpu:compile=true")) == "cannot run with compile=true: runs eagerly"
+    bare = SamplerInfo(family="other", dtypes=("float32", "bfloat16"), compile=False)
+    assert bare.unsupported(1, 16, HardwareSpec.parse("cpu:dtype=float16")) == \
+        "cannot run in float16: the adapter does not compute in it (supports float32, bfloat16)"
+    assert bare.unsupported(1, 16, HardwareSpec.parse("cpu:compile=true")) == \
+        "cannot run with compile=true: the adapter does not apply torch.compile"
+
+
+def _cells(write_suite, samplers: list[str], hardware: list[str]) -> dict[tuple[str, str], Any]:
+    from bench.plan import plan
+    from bench.suite import load_suite
+
+    body = "\n".join([
+        "name: caps", "dataset: {name: gmm, split: eval, components: 4}", "samples: 4", "samplers:",
+        *(f"  - {line}" for line in samplers), f"axes: {{nfe: [1], resolution: [8], hardware: {hardware}}}",
+        "metrics: {'tests.plugins.metrics:sample_stats': {}}", "report: {grid: 0, enabled: false}",
+    ])
+    return {(c.sampler_id, c.hardware): c for c in plan(load_suite(write_suite(body)), check_hardware=False)}
+
+
+def test_the_planner_skips_cells_a_sampler_cannot_honour_with_the_reason(write_suite):
+    from bench.adapters.registry import build_sampler
+
+    cells = _cells(write_suite, ["{id: euler, adapter: analytic-euler}", "{id: oracle, adapter: analytic-oracle-flowmap}",
+                                 "{id: generic, adapter: flow-map}"],
+                   ["cpu", "cpu:dtype=float16", "cpu:compile=true"])
+    oracle = build_sampler("analytic-oracle-flowmap", {}).info
+    euler = build_sampler("analytic-euler", {}).info
+    expect = {
+        ("euler", "cpu"): None, ("euler", "cpu:dtype=float16"): None,  # Euler computes in the noise's dtype
+        ("euler", "cpu:compile=true"): f"cannot run with compile=true: {euler.compile_note}",
+        ("oracle", "cpu"): None,
+        ("oracle", "cpu:dtype=float16"): f"cannot run in float16: {oracle.dtype_note} (supports float32)",
+        ("oracle", "cpu:compile=true"): f"cannot run with compile=true: {oracle.compile_note}",
+        ("generic", "cpu"): None, ("generic", "cpu:dtype=float16"): None,  # compiles its network, any dtype
+        ("generic", "cpu:compile=true"): None,
+    }
+    assert {k: c.reason for k, c in cells.items()} == expect
+    assert all((c.status == "skipped") == (c.reason is not None) for c in cells.values())
+
+
+def test_built_in_adapters_declare_what_they_do_with_dtype_and_compile():
+    from bench.adapters import students, teacher
+
+    # the zoo samplers compute in the spec's dtype but never compile; their skip reason says so
+    assert teacher.TeacherEuler().info.compile is False and "eagerly" in teacher.TeacherEuler().info.compile_note
+    assert set(teacher.TeacherHeun().info.dtypes) == set(runtime.DTYPES)
+    s = students.ZooFlowMap()
+    assert s.info.compile is False and "eagerly" in s.info.compile_note and set(s.info.dtypes) == set(runtime.DTYPES)
+
+
+class CompileOnlyBeforeLoad(AnalyticEuler):
+    """Claims compile while planning, then (having read its weights, say) finds it cannot."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from dataclasses import replace
+
+        self.info = replace(self.info, compile=True)
+
+    def load(self, hw: HardwareSpec) -> None:
+        from dataclasses import replace
+
+        super().load(hw)
+        self.info = replace(self.info, compile=False, compile_note="found out in load()")
+
+    def sample(self, req: SampleRequest) -> Any:
+        raise AssertionError("sample() must not run for a cell the sampler cannot honour")
+
+
+def test_the_worker_refuses_a_cell_the_loaded_sampler_cannot_honour(write_suite, tmp_path, one_thread):
+    cells, results = _run_cells(write_suite, tmp_path, ["{id: late, adapter: 'tests.test_runtime:CompileOnlyBeforeLoad', "
+                                                        "options: {components: 4}}"], hardware="cpu:compile=true")
+    assert [c.status for c in cells] == ["planned"]
+    r = results["late"]
+    assert r.status == "failed" and r.error == ("BenchError: sampler 'late' (tests.test_runtime:CompileOnlyBeforeLoad) "
+                                                "cannot run with compile=true: found out in load()")
+
+
+# ------------------------------------------------------------------------------------------- process state
+def test_cell_runtime_restores_threads_after_an_error_and_after_a_cell_changed_them():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        try:
+            with cell_runtime(threads=1) as state:
+                assert state["threads"] == 1 and torch.get_num_threads() == 1
+                raise RuntimeError("cell failed")
+        except RuntimeError:
+            pass
+        assert torch.get_num_threads() == 2
+        with cell_runtime():  # a plain cell that sets threads itself (a sampler calling set_num_threads)
+            torch.set_num_threads(1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cell_runtime_restores_every_knob_a_cell_changed():
+    before = {k.name: k.get() for k in runtime.knobs()}
+    assert set(before) == {"threads", "default_dtype", "grad_enabled"}
+    with cell_runtime(dtype="float16", compile=True) as state:
+        assert (state["dtype"], state["compile"]) == ("float16", True)
+        # the cell's dtype reaches the sampler through its hardware spec, never the process default
+        assert state["default_dtype"] == torch.float32 == torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # a sampler that changes process state and does not put it back
+        torch.set_grad_enabled(False)
+    assert {k.name: k.get() for k in runtime.knobs()} == before
+    with pytest.raises(RuntimeError), cell_runtime():
+        torch.set_default_dtype(torch.float64)
+        raise RuntimeError("cell failed")
+    assert torch.get_default_dtype() == before["default_dtype"]
+    with cell_runtime() as state:
+        assert (state["dtype"], state["compile"]) == ("float32", False)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"threads": 0}, "threads"), ({"threads": True}, "threads"), ({"dtype": "float8"}, "dtype must be one of"),
+    ({"compile": "yes"}, "compile must be"),
+])
+def test_cell_runtime_rejects_bad_values_before_touching_anything(kwargs, match):
+    before = {k.name: k.get() for k in runtime.knobs()}
+    with pytest.raises(ValueError, match=match), cell_runtime(**kwargs):
+        pass
+    assert {k.name: k.get() for k in runtime.knobs()} == before
+
+
+def test_the_worker_runs_a_cell_inside_its_runtime(write_suite, tmp_path, one_thread, monkeypatch):
+    import bench.runtime as rt
+
+    seen: list[dict[str, Any]] = []
+    real = rt.cell_runtime
+
+    def spy(**kwargs: Any):
+        seen.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(rt, "cell_runtime", spy)
+    _, results = _run_cells(write_suite, tmp_path, ["{id: euler, adapter: analytic-euler, options: {components: 4}}"],
+                            hardware="cpu:threads=1,dtype=bfloat16")
+    assert results["euler"].status == "done", results["euler"].error
+    assert seen == [{"threads": 1, "dtype": "bfloat16", "compile": False}]
+    assert torch.get_num_threads() == 1  # one_thread's value, restored after the cell

@@ -48,12 +48,19 @@ class SamplerInfo:
     resolutions: tuple[int, ...] | None = None  # None: any resolution
     conditioning: str = "none"  # none | class | text
     devices: tuple[str, ...] = ("cpu", "cuda", "mps")
-    dtypes: tuple[str, ...] = DTYPES
+    dtypes: tuple[str, ...] = DTYPES  # the dtypes load(hw) really computes in (hw.dtype)
+    compile: bool = True  # whether load(hw) applies torch.compile when hw.compile is set
     description: str = ""
     version: str = "0"  # changes when weights or sampling code change; part of the cell key
+    dtype_note: str = ""  # why a dtype outside `dtypes` cannot be honoured (ends the skip reason)
+    compile_note: str = ""  # why compile cannot be honoured (ends the skip reason)
 
     def unsupported(self, nfe: int, resolution: int, hw: HardwareSpec) -> str | None:
-        """None when the sampler can run this cell, else the reason it cannot."""
+        """None when the sampler can run this cell, else the reason it cannot.
+
+        A hardware spec's dtype and compile are part of the cell: a sampler that would run without them (in
+        float32, or eagerly) while the result names them is skipped with the reason instead.
+        """
         if not self.nfe.supports(nfe):
             return f"NFE {nfe} not supported (supports {self.nfe.describe()})"
         if self.resolutions is not None and resolution not in self.resolutions:
@@ -61,7 +68,10 @@ class SamplerInfo:
         if hw.kind not in self.devices:
             return f"device {hw.kind} not supported (supports {', '.join(self.devices)})"
         if hw.dtype not in self.dtypes:
-            return f"dtype {hw.dtype} not supported (supports {', '.join(self.dtypes)})"
+            return (f"cannot run in {hw.dtype}: {self.dtype_note or 'the adapter does not compute in it'} "
+                    f"(supports {', '.join(self.dtypes)})")
+        if hw.compile and not self.compile:
+            return f"cannot run with compile=true: {self.compile_note or 'the adapter does not apply torch.compile'}"
         return None
 
 

@@ -67,7 +67,8 @@ class _ZooStudent:
         digest = checkpoints.sha256(path)[:12] if path.is_file() else "noweights"
         self.info = SamplerInfo(
             family=self.family, nfe=self._nfe(self.meta.get("student", {})), resolutions=self.resolutions,
-            conditioning="text", devices=("cpu", "cuda", "mps"),
+            conditioning="text", devices=("cpu", "cuda", "mps"), compile=False,
+            compile_note="the zoo students' U-Net runs eagerly (the adapter does not compile it)",
             description=(self.__doc__ or "").splitlines()[0], version=f"students-{SAMPLING_VERSION}-{self.model_name}-"
             f"{self._options_key()}-{digest}")
         self.device, self.dtype = torch.device("cpu"), torch.float32
