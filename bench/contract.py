@@ -15,8 +15,8 @@ base_seed + i, one generator per image": one image of the first batch is sampled
 from the global RNG, or seeds by batch position, fails it.
 
 Each violation raises a subclass of `ContractError` (a `BenchError`) whose message is one line naming the
-sampler and what was expected vs got. This module sits at the bottom: it imports torch, bench.errors and
-bench.adapters.protocol only.
+sampler and what was expected vs got. This module sits at the bottom: it imports torch, bench.errors,
+bench.runtime and bench.adapters.protocol only.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 
 from bench.adapters.protocol import SampleRequest
 from bench.errors import BenchError
+from bench.runtime import to_uint8
 
 RANGE_TOLERANCE = 1e-3
 """How far float output may stray outside [0, 1] (rounding in a decoder) before it is a violation; it is
@@ -115,14 +116,11 @@ def check_images(images: Any, n: int, height: int, width: int, who: str = "sampl
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 on the CPU: uint8 passes through, float is clamped to [0, 1], scaled by 255 and rounded.
-
-    This is the rounding every stored number was computed with; changing it moves every stored metric.
+    """uint8 on the CPU: uint8 passes through, float in [0, 1] goes through the harness's one quantiser
+    (bench.runtime.to_uint8: float32, round half up), the rounding the built-in samplers and datasets use too.
     """
     out = images.detach().cpu()
-    if out.dtype != torch.uint8:
-        out = (out.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return out
+    return out if out.dtype == torch.uint8 else to_uint8(out, lo=0.0)
 
 
 def checked_uint8(images: Any, n: int, height: int, width: int, who: str = "sampler") -> torch.Tensor:

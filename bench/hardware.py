@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
-
-DTYPES = ("float32", "float16", "bfloat16")
+from bench.runtime import DTYPES
 
 
 @dataclass(frozen=True)

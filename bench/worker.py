@@ -48,15 +48,17 @@ _RunCell = Callable[["Worker", CellTask, dict[str, float], CellResult], None]
 
 
 def _in_cell_runtime(run: _RunCell) -> _RunCell:
-    """Run a whole cell inside its runtime state (bench.runtime: the hardware spec's threads), restored after, so
-    a reused worker's next cell starts from the process's own state instead of the last cell's thread count."""
+    """Run a whole cell inside its runtime state (bench.runtime: the hardware spec's threads, dtype and compile),
+    restored after, so a reused worker's next cell starts from the process's own state instead of the last
+    cell's thread count, default dtype or grad mode."""
 
     @functools.wraps(run)
     def wrapped(self: Worker, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
         from bench.hardware import HardwareSpec
         from bench.runtime import cell_runtime
 
-        with cell_runtime(threads=HardwareSpec.parse(task.cell.hardware).threads):
+        hw = HardwareSpec.parse(task.cell.hardware)
+        with cell_runtime(threads=hw.threads, dtype=hw.dtype, compile=hw.compile):
             run(self, task, phases, result)
 
     return wrapped
@@ -124,11 +126,13 @@ class Worker:
         from bench.metrics.memory import PeakMemory
         from bench.metrics.nfe import NFECounter
         from bench.metrics.registry import MetricResult
+        from bench.runtime import image_seeds
 
         c = task.cell
         hw = HardwareSpec.parse(c.hardware)  # its threads are set (and restored) by @_in_cell_runtime
         device = hw.torch_device()
         sampler = self._sampler(task, phases)
+        _check_capabilities(sampler, c, hw)
         dataset = self._dataset(task)
 
         # Quality sampling: every image once, from its own seed; the metrics below all read these samples.
@@ -136,7 +140,7 @@ class Worker:
         t0 = time.perf_counter()
         n = task.samples
         indices = list(range(n))
-        seeds = [task.base_seed + i for i in indices]
+        seeds = image_seeds(task.base_seed, indices)
         cond = dataset.conditions(indices)
         images = []
         first_sample = None
@@ -207,6 +211,17 @@ class Worker:
             result.status = "done"
 
 
+def _check_capabilities(sampler: Any, cell: Cell, hw: Any) -> None:
+    """Refuse a cell the loaded sampler cannot honour (its dtype, compile, NFE, resolution), with the planner's
+    reason: a sampler's info may change in load() (the zoo students read their NFE range from the weights), and
+    a cell must never run without what its hardware spec names."""
+    from bench.errors import BenchError
+
+    reason = sampler.info.unsupported(cell.nfe, cell.resolution, hw)
+    if reason is not None:
+        raise BenchError(f"sampler {cell.sampler_id!r} ({cell.adapter}) {reason}")
+
+
 def _save_grid(images: Any, folder: Path) -> None:
     from PIL import Image
 
@@ -219,6 +234,7 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
     from bench.adapters.protocol import SampleRequest
     from bench.metrics import latency
     from bench.metrics.registry import MetricResult
+    from bench.runtime import image_seeds
 
     opts = latency.LatencyOptions.model_validate(task.metrics.get("latency") or {})
     sizes = sorted(set(opts.batch_sizes))
@@ -229,7 +245,7 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
     for b in sizes:
         idx = [i % task.samples for i in range(b)]
         req = SampleRequest(
-            seeds=[task.base_seed + i for i in idx], nfe=task.cell.nfe, height=task.cell.resolution,
+            seeds=image_seeds(task.base_seed, idx), nfe=task.cell.nfe, height=task.cell.resolution,
             width=task.cell.resolution, guidance=task.cell.guidance,
             prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
             labels=[cond.labels[i] for i in idx] if cond.labels else None,

@@ -153,22 +153,3 @@ def test_reused_worker_restores_threads_after_a_single_thread_cell(write_suite, 
         assert m.provenance["clock"] == "time.process_time" and "unstable" in m.provenance
     assert not any(n.startswith("latency_cpu") for n in plain)  # CPU time means something on one thread only
 
-
-def test_cell_runtime_restores_threads_after_an_error_and_after_a_cell_changed_them():
-    from bench.runtime import cell_runtime
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        try:
-            with cell_runtime(threads=1) as state:
-                assert state == {"threads": 1} and torch.get_num_threads() == 1
-                raise RuntimeError("cell failed")
-        except RuntimeError:
-            pass
-        assert torch.get_num_threads() == 2
-        with cell_runtime():  # a plain cell that sets threads itself (a sampler calling set_num_threads)
-            torch.set_num_threads(1)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)

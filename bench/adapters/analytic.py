@@ -14,6 +14,7 @@ import torch
 
 from bench.adapters.protocol import NFESupport, SampleRequest, SamplerInfo, per_image_noise
 from bench.hardware import HardwareSpec
+from bench.runtime import DTYPES
 from bench.zoo.gmm import GaussianMixtureVelocity, MixtureModule, to_uint8, velocity
 
 
@@ -22,6 +23,8 @@ class _AnalyticBase:
 
     family = "ode"
     kind = "base"
+    dtypes: tuple[str, ...] = DTYPES  # the velocity computes in the noise's dtype
+    dtype_note = ""
 
     def __init__(self, components: int = 8, data_std: float = 0.15, seed: int = 0,
                  guidance: float | None = None, conditional: bool = True) -> None:
@@ -31,7 +34,9 @@ class _AnalyticBase:
         self.info = SamplerInfo(
             family=self.family, nfe=NFESupport(min=1), conditioning="class",
             description=self.__doc__.splitlines()[0] if self.__doc__ else "",
-            version=f"analytic-{self.kind}-v1",
+            version=f"analytic-{self.kind}-v2",  # v2: bench.runtime.to_uint8 (v1 rounded half to even)
+            dtypes=self.dtypes, dtype_note=self.dtype_note,
+            compile=False, compile_note="the closed-form velocity runs eagerly (the adapter does not compile it)",
         )
         self.device = torch.device("cpu")
         self.dtype = torch.float32
@@ -143,6 +148,8 @@ class OracleFlowMap(_AnalyticBase):
 
     family = "flow_map"
     kind = "oracle"
+    dtypes = ("float32",)
+    dtype_note = "the oracle integrates the exact velocity in float64 whatever the dtype (it is the ground truth)"
 
     def __init__(self, substeps: int = 64, **kwargs: Any) -> None:
         self.substeps = substeps

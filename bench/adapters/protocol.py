@@ -6,6 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from bench.runtime import DTYPES, per_image_noise
+
+__all__ = ["FAMILIES", "NFESupport", "SampleRequest", "Sampler", "SamplerInfo", "per_image_noise"]
+# per_image_noise lives in bench.runtime (the seeding rule); it is re-exported here because adapters, third-party
+# ones included, import it from bench.adapters.protocol.
+
 if TYPE_CHECKING:
     import torch
 
@@ -42,12 +48,19 @@ class SamplerInfo:
     resolutions: tuple[int, ...] | None = None  # None: any resolution
     conditioning: str = "none"  # none | class | text
     devices: tuple[str, ...] = ("cpu", "cuda", "mps")
-    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    dtypes: tuple[str, ...] = DTYPES  # the dtypes load(hw) really computes in (hw.dtype)
+    compile: bool = True  # whether load(hw) applies torch.compile when hw.compile is set
     description: str = ""
     version: str = "0"  # changes when weights or sampling code change; part of the cell key
+    dtype_note: str = ""  # why a dtype outside `dtypes` cannot be honoured (ends the skip reason)
+    compile_note: str = ""  # why compile cannot be honoured (ends the skip reason)
 
     def unsupported(self, nfe: int, resolution: int, hw: HardwareSpec) -> str | None:
-        """None when the sampler can run this cell, else the reason it cannot."""
+        """None when the sampler can run this cell, else the reason it cannot.
+
+        A hardware spec's dtype and compile are part of the cell: a sampler that would run without them (in
+        float32, or eagerly) while the result names them is skipped with the reason instead.
+        """
         if not self.nfe.supports(nfe):
             return f"NFE {nfe} not supported (supports {self.nfe.describe()})"
         if self.resolutions is not None and resolution not in self.resolutions:
@@ -55,7 +68,10 @@ class SamplerInfo:
         if hw.kind not in self.devices:
             return f"device {hw.kind} not supported (supports {', '.join(self.devices)})"
         if hw.dtype not in self.dtypes:
-            return f"dtype {hw.dtype} not supported (supports {', '.join(self.dtypes)})"
+            return (f"cannot run in {hw.dtype}: {self.dtype_note or 'the adapter does not compute in it'} "
+                    f"(supports {', '.join(self.dtypes)})")
+        if hw.compile and not self.compile:
+            return f"cannot run with compile=true: {self.compile_note or 'the adapter does not apply torch.compile'}"
         return None
 
 
@@ -92,22 +108,3 @@ class Sampler(Protocol):
     def networks(self) -> Sequence[torch.nn.Module]: ...
 
     def sample(self, req: SampleRequest) -> torch.Tensor: ...
-
-
-def per_image_noise(
-    seeds: Sequence[int], shape: Sequence[int], device: Any = "cpu", dtype: Any = None, offset: int = 0
-) -> torch.Tensor:
-    """Standard normal noise, one generator per image, so image i never depends on batch size or order.
-
-    `offset` selects an independent stream per image (e.g. re-noising in multistep consistency sampling):
-    stream k of image i is seeded with (seed_i, k), so stream 0 is the initial noise.
-    """
-    import torch
-
-    out = []
-    for s in seeds:
-        g = torch.Generator(device="cpu")
-        g.manual_seed(int(s) * 1_000_003 + offset if offset else int(s))
-        out.append(torch.randn(*shape, generator=g))
-    x = torch.stack(out)
-    return x.to(device=device, dtype=dtype or torch.float32)

@@ -29,6 +29,7 @@ import torch
 from bench.adapters.protocol import NFESupport, SampleRequest, SamplerInfo, per_image_noise
 from bench.errors import BenchError, MissingWeightsError
 from bench.hardware import HardwareSpec
+from bench.runtime import to_uint8
 from bench.zoo import checkpoints
 from bench.zoo.nets import ShapesTeacher
 from bench.zoo.students import models, sampling
@@ -49,11 +50,6 @@ def _peek_metadata(path: Path) -> dict[str, Any]:
         return {}
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Model space [-1, 1] -> uint8, round half up (as the dataset and the teacher quantise)."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255).to(torch.uint8).cpu()
-
-
 class _ZooStudent:
     """Shared loading, conditioning and noise. Options: `model` (zoo name), `checkpoint` (a path instead of the
     shipped file), `resolutions` (declared capability, default the teacher's training resolutions)."""
@@ -71,7 +67,8 @@ class _ZooStudent:
         digest = checkpoints.sha256(path)[:12] if path.is_file() else "noweights"
         self.info = SamplerInfo(
             family=self.family, nfe=self._nfe(self.meta.get("student", {})), resolutions=self.resolutions,
-            conditioning="text", devices=("cpu", "cuda", "mps"),
+            conditioning="text", devices=("cpu", "cuda", "mps"), compile=False,
+            compile_note="the zoo students' U-Net runs eagerly (the adapter does not compile it)",
             description=(self.__doc__ or "").splitlines()[0], version=f"students-{SAMPLING_VERSION}-{self.model_name}-"
             f"{self._options_key()}-{digest}")
         self.device, self.dtype = torch.device("cpu"), torch.float32

@@ -43,6 +43,7 @@ class _TeacherBase:
             family="ode", nfe=NFESupport(min=1), resolutions=(16, 32), conditioning="text",
             description=(self.__doc__ or "").splitlines()[0],
             version=f"zoo-teacher-{self.solver}-shift{self.shift:g}-{_weights_tag(weights)}",
+            compile=False, compile_note="the zoo teacher's U-Net runs eagerly (the adapter does not compile it)",
         )
         self.device = torch.device("cpu")
         self.dtype = torch.float32

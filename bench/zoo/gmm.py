@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from bench.datasets import Conditions
+from bench.runtime import to_uint8
 
 MATCHED_SEED_BASE = 2**62  # generator seeds of matched draws; item seeds (`_gen`) stay below 2^43
 
@@ -95,7 +96,8 @@ class GaussianMixtureDataset:
         self._offset = 0 if split == "train" else 10_000_000
 
     def key(self) -> str:
-        return f"gmm(split={self.split},K={self.components},std={self.data_std},seed={self.seed},v1)"
+        # v2: images quantised by bench.runtime.to_uint8 (round half up; v1 rounded half to even)
+        return f"gmm(split={self.split},K={self.components},std={self.data_std},seed={self.seed},v2)"
 
     def labels(self, indices: Sequence[int]) -> list[int]:
         return [int(torch.randint(0, self.components, (1,), generator=self._gen(i, 1))) for i in indices]
@@ -139,7 +141,3 @@ class GaussianMixtureDataset:
         """uint8 images with the same labels as `indices` and fresh noise: the condition-matched noise floor's set."""
         return to_uint8(self.float_matched(indices, resolution, draw))
 
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Model space [-1, 1] -> uint8 [0, 255], rounding as PIL would."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

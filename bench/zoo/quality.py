@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.runtime import to_uint8
 from bench.zoo import checkpoints, shapes, shapes_clip
-from bench.zoo.teacher import generate, load_teacher, to_uint8
+from bench.zoo.teacher import generate, load_teacher
 
 SEED_BASES = (0, 1_000_000, 2_000_000)
 

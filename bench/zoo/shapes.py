@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from bench.datasets import Conditions
+from bench.runtime import to_uint8
 
-VERSION = "shapes-v1"
+VERSION = "shapes-v2"  # v2: quantised by bench.runtime.to_uint8 (float32; v1 rounded in float64: a few pixels moved)
 EVAL_SEED_OFFSET = 1_000_000_000
 MATCHED_SEED_BASE = 2**62  # seeds of condition-matched draws (see matched_seeds); item seeds are below 2^40
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -260,11 +261,6 @@ def render(sc: Scenes, resolution: int, device: torch.device | str = "cpu",
     return img.clamp(0, 1)
 
 
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float -> uint8 with round-half-up on the CPU (bytes are identical for identical floats)."""
-    return (img.double() * 255 + 0.5).floor().clamp(0, 255).to(torch.uint8)
-
-
 def split_seeds(split: str, indices: Sequence[int] | np.ndarray) -> np.ndarray:
     idx = np.asarray(indices, dtype=np.int64)
     if split == "train":
@@ -326,5 +322,5 @@ def matched_seeds(seeds: np.ndarray, draw: int) -> np.ndarray:
 def _rasterise(sc: Scenes, resolution: int) -> torch.Tensor:
     if int(resolution) < 4:
         raise ValueError(f"resolution must be at least 4, not {resolution}")
-    out = [to_uint8(render(sc[i:i + 512], int(resolution))) for i in range(0, len(sc), 512)]
+    out = [to_uint8(render(sc[i:i + 512], int(resolution)), lo=0.0) for i in range(0, len(sc), 512)]
     return torch.cat(out) if out else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)

@@ -14,9 +14,12 @@ from typing import Any
 
 import torch
 
-from bench.adapters.protocol import per_image_noise
+from bench.runtime import per_image_noise, to_uint8
 from bench.zoo import checkpoints, solvers
 from bench.zoo.nets import ShapesTeacher
+
+# to_uint8 is bench.runtime's quantiser, importable from here for callers that took it from the teacher
+__all__ = ["generate", "guided_velocity", "load_teacher", "to_uint8"]
 
 
 def load_teacher(device: Any = "cpu", path: Path | None = None, dtype: torch.dtype = torch.float32,
@@ -54,7 +57,3 @@ def generate(model: ShapesTeacher, prompts: Sequence[str], seeds: Sequence[int],
     cond = model.text(list(prompts)).to(p.dtype)
     return solvers.SOLVERS[solver](guided_velocity(model, cond, guidance), x.to(p.device, p.dtype), steps, shift)
 
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Model space [-1, 1] -> uint8, round half up (as the dataset quantises)."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().clamp(0, 255).to(torch.uint8).cpu()

@@ -45,7 +45,8 @@ def evaluate(weights: Path, teacher_path: Path | None = None, clip_path: Path | 
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """FD rows for the teacher (Euler, Heun) and every student found in `weights`, plus the acceptance summary."""
     from bench.adapters import students as adapters
-    from bench.zoo.teacher import generate, load_teacher, to_uint8
+    from bench.runtime import to_uint8
+    from bench.zoo.teacher import generate, load_teacher
 
     t0 = time.time()
     dev = torch.device(device)
