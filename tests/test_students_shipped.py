@@ -58,3 +58,19 @@ def test_shipped_student_beats_teacher_one_step(world, name):
     student = _fd(ADAPTER[name](model=name), world, 1)
     assert torch.isfinite(torch.tensor(student))
     assert student < 0.95 * euler, (name, student, euler)  # an untrained copy of the teacher gives 1.0
+
+
+@pytest.mark.parametrize("nfe", [1, 4])
+def test_lcm_float16_matches_float32(nfe):
+    """fp16 LCM used to give f = 0 (a uniform grey image) at every step: (10 tau)^2 overflowed float16 in the
+    boundary scalings. Measured on these seeds (16 and 32 px, NFE 1-8, w 1 and 2.5): mean |fp16 - fp32| 0.04-0.13
+    uint8 levels after the fix, as for the other students in fp16 (0.03-0.07); 41-62 levels before it."""
+    prompts = shapes.ShapesDataset("eval").conditions(range(6)).prompts
+    req = SampleRequest(seeds=list(range(100, 106)), nfe=nfe, height=16, width=16, prompts=prompts)
+    out = {}
+    for hw in ("cpu", "cpu:dtype=float16"):
+        sampler = ZooLCM()
+        sampler.load(HardwareSpec.parse(hw))
+        out[hw] = sampler.sample(req).float()
+    diff = (out["cpu"] - out["cpu:dtype=float16"]).abs()
+    assert diff.mean() < 0.5, (nfe, float(diff.mean()))

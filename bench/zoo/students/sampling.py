@@ -165,13 +165,19 @@ def denoise_lcm(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor, T: int = T_
     """LCM's parameterisation translated: the network's data prediction x1_hat = x + (1 - t) out (diffusers
     prediction_type='sample'), then f = c_out(tau) x1_hat + c_skip(tau) x_vp with x_vp = x / n(t) and
     tau = T (1 - t) - 1 (f = x_vp at tau = 0). `clip` clamps x1_hat before the combination, as
-    LCMScheduler's clip_sample does (CMStochasticIterativeScheduler clips after it: consistency_multistep)."""
-    tc = _col(t, x)
-    c_skip, c_out = lcm_scalings(T * (1 - tc) - 1, timestep_scaling)
+    LCMScheduler's clip_sample does (CMStochasticIterativeScheduler clips after it: consistency_multistep).
+
+    The per-row scalars (tau, c_skip, c_out, n(t)) are computed in float32 and cast to x's dtype at the end:
+    in float16, (tau * timestep_scaling)^2 overflows for every tau >= 26 (10 * 26 = 260, 260^2 > 65504), so
+    c_skip = c_out = 0 and f = 0 (a uniform grey image) at every LCM timestep. In float32 the casts are
+    no-ops, so float32 output is unchanged bit for bit."""
+    t32 = t.float().reshape(-1, *([1] * (x.dim() - 1)))
+    c_skip, c_out = lcm_scalings(T * (1 - t32) - 1, timestep_scaling)
+    tc, c_skip, c_out, scale = (v.to(x.dtype) for v in (t32, c_skip, c_out, vp_scale(t32)))
     x1_hat = x + (1 - tc) * out
     if clip is not None:
         x1_hat = x1_hat.clamp(-clip, clip)
-    return c_out * x1_hat + c_skip * (x / vp_scale(tc))
+    return c_out * x1_hat + c_skip * (x / scale)
 
 
 # ------------------------------------------------------------------------------------------ samplers
