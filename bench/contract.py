@@ -5,7 +5,10 @@ the same functions):
 
 - the output is a `torch.Tensor` of shape exactly `(N, 3, H, W)` for the request's N, H, W;
 - its dtype is uint8, or a float dtype whose values lie in [0, 1] up to `RANGE_TOLERANCE` (then clamped);
-- it is finite (no NaN, no inf);
+- it is finite (no NaN, no inf); uint8 output cannot show NaN, so the harness's one quantiser
+  (bench.runtime.to_uint8), which the embedded samplers use on their model-space floats, refuses NaN / inf
+  too (clamp-then-cast would turn NaN into black and inf into white). Nothing here judges a finite image by
+  its statistics: a constant image passes the contract and the probe (it is deterministic) and shows up in FD;
 - counted NFE is > 0: a sampler whose `networks()` lists modules must call at least one of them (a network
   called but missing from `networks()` counts 0), and `networks()` must not be empty.
 

@@ -86,6 +86,10 @@ def cell_runtime(*, threads: int | None = None, dtype: str | None = None,
 
 
 # ------------------------------------------------------------------------------------------------ quantiser
+class NonFiniteImagesError(ValueError):
+    """`to_uint8` was given NaN or inf: clamp-then-cast would turn them into black (0) / white (255) pixels."""
+
+
 def to_uint8(x: torch.Tensor, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
     """Float images with values in [lo, hi] -> uint8 [0, 255] on the CPU: THE quantiser of the harness.
 
@@ -93,11 +97,22 @@ def to_uint8(x: torch.Tensor, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor
     exactly 0.5 levels above level k gives k + 1 and anything outside the range clamps to 0 or 255. The default
     range is model space [-1, 1]; pass lo=0 for images in [0, 1]. Every stored number was computed with this
     rounding; changing it moves them.
+
+    NaN / inf raise `NonFiniteImagesError` (finite values are never judged). The output contract checks
+    float output before quantising it, but the embedded samplers quantise their own model-space floats and
+    return uint8, which cannot hold NaN: without this check a diverged sample became a black image, and scored.
     """
     import torch
 
     if not hi > lo:
         raise ValueError(f"to_uint8: hi must exceed lo, got [{lo}, {hi}]")
+    if x.is_floating_point() and not bool(x.isfinite().all()):
+        bad = ~x.isfinite()
+        nan = int(x.isnan().sum())
+        inf = int(bad.sum()) - nan
+        where = f" in {int(bad.flatten(1).any(1).sum())} of {len(x)} images" if x.dim() > 1 else ""
+        what = " and ".join(p for p in (f"{nan} NaN" if nan else "", f"{inf} inf" if inf else "") if p)
+        raise NonFiniteImagesError(f"{what} values{where} before quantising to uint8; images must be finite")
     v = (x.detach().float().clamp(lo, hi) - lo) * (255.0 / (hi - lo)) + 0.5
     return v.floor().clamp(0, 255).to(torch.uint8).cpu()
 

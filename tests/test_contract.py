@@ -188,6 +188,31 @@ def test_worker_fails_a_cell_that_breaks_the_contract(write_suite, tmp_path, one
     assert not results[("bad", 2)].metrics  # nothing was scored
 
 
+def test_worker_fails_an_embedded_sampler_that_diverges_before_quantising(write_suite, tmp_path, one_thread):
+    # uint8 output cannot hold NaN, so the check sits in the quantiser the embedded samplers call themselves
+    # (bench.runtime.to_uint8); clamp-then-cast used to turn the NaN image into a black one and the cell was scored
+    adapter = f"{BAD}:DivergedInModelSpace"
+    result = _run_cells(write_suite, tmp_path, [f'{{id: nan, adapter: "{adapter}", options: {{components: 4}}}}'])[
+        ("nan", 2)]
+    assert result.status == "failed" and not result.metrics
+    assert result.error == ("NonFiniteImagesError: 192 NaN values in 1 of 4 images before quantising to uint8; "
+                            "images must be finite"), result.error
+
+
+def test_the_quantiser_refuses_non_finite_and_keeps_finite_bytes():
+    from bench.runtime import NonFiniteImagesError, to_uint8
+
+    x = torch.linspace(-1.2, 1.2, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
+    assert torch.equal(to_uint8(x), ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8))
+    for bad, what in ((float("nan"), "1 NaN"), (float("inf"), "1 inf"), (-float("inf"), "1 inf")):
+        y = x.clone()
+        y[1, 2, 3, 3] = bad
+        with pytest.raises(NonFiniteImagesError, match=f"^{what} values in 1 of 2 images before quantising"):
+            to_uint8(y)
+        with pytest.raises(NonFiniteImagesError):
+            to_uint8(y.half(), lo=0.0)
+
+
 @pytest.mark.parametrize("name", ["GlobalRNG", "BatchGenerator"])
 def test_worker_fails_a_sampler_that_ignores_per_image_seeds(write_suite, tmp_path, one_thread, name):
     adapter = f"{BAD}:{name}"

@@ -15,7 +15,14 @@ from bench import runtime
 from bench.adapters.analytic import AnalyticEuler
 from bench.adapters.protocol import SampleRequest, SamplerInfo
 from bench.hardware import HardwareSpec
-from bench.runtime import cell_runtime, image_seeds, noise_seed, per_image_noise, to_uint8
+from bench.runtime import (
+    NonFiniteImagesError,
+    cell_runtime,
+    image_seeds,
+    noise_seed,
+    per_image_noise,
+    to_uint8,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,8 +88,11 @@ def test_exact_halves_round_up():
 
 
 def test_values_outside_the_range_clamp_and_the_result_is_uint8_on_the_cpu():
-    x = torch.tensor([-math.inf, -5.0, -1.0, -1.0 - 1e-6, 1.0, 1.0 + 1e-6, 7.0, math.inf])
+    x = torch.tensor([-1e30, -5.0, -1.0, -1.0 - 1e-6, 1.0, 1.0 + 1e-6, 7.0, 1e30])
     assert to_uint8(x).tolist() == [0, 0, 0, 0, 255, 255, 255, 255]
+    for bad in (-math.inf, math.inf, math.nan):  # not clamped: a diverged sample must fail, not turn black/white
+        with pytest.raises(NonFiniteImagesError, match="before quantising to uint8; images must be finite"):
+            to_uint8(torch.tensor([0.0, bad]))
     assert to_uint8(torch.tensor([-0.1, 0.0, 1.0, 1.2]), lo=0.0).tolist() == [0, 0, 255, 255]
     out = to_uint8(torch.zeros(2, 3, 4, 4, dtype=torch.float16))
     assert out.dtype == torch.uint8 and out.device.type == "cpu" and out.shape == (2, 3, 4, 4)

@@ -22,6 +22,18 @@ class NaNImages(AnalyticEuler):
         return x
 
 
+class DivergedInModelSpace(AnalyticEuler):
+    """Image 1's velocity is NaN (a solve that diverged, e.g. a half-precision overflow), but the sampler
+    quantises to uint8 itself, as every embedded sampler does: its quantiser must refuse, not clamp NaN to 0."""
+
+    def _guided(self, net: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                w: float) -> torch.Tensor:
+        v = super()._guided(net, x, t, labels, w)
+        if len(v) > 1:
+            v[1] = float("nan")
+        return v
+
+
 class SmallImages(AnalyticEuler):
     """Samples at half the requested height and width."""
 
