@@ -45,9 +45,10 @@ the zoo teacher / students and the tiny diffusers pipelines: 0 or 1)."""
 
 PROBE_TOLERANCE_REDUCED = 32
 """Determinism probe on a GPU / MPS, or in float16 / bfloat16 anywhere: max |alone - in batch| in uint8
-levels. Not measured on a GPU, conservative: batch-size-dependent kernels and half precision round
-differently per batch size and the difference can grow over sampling steps. (On the CPU, float16 and
-bfloat16 zoo samplers measured 0 or 1.) Images from other noise differ by far more on the shapes world
+levels. Conservative: batch-size-dependent kernels and half precision round differently per batch size and
+the difference can grow over sampling steps. Measured on one H200 (docs/adapters.md): 1 level for the zoo
+samplers in fp32 and fp16 and for the tiny diffusers pipelines; on the CPU, float16 and bfloat16 zoo samplers
+measured 0 or 1. Images from other noise differ by far more on the shapes world
 (about 90-155 levels at 16-32 px); but on a world whose images barely depend on the noise (the analytic
 gmm: about 13) a global-RNG sampler would pass at this tolerance, so that is left to the fp32 CPU probe."""
 
