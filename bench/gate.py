@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
 from bench.numbers import finite as _finite
+from bench.spec import axes_identity, axes_label
 
 if TYPE_CHECKING:  # bench.suite imports pydantic: keep `bench --help` fast, import it when gating
     from collections.abc import Callable
@@ -41,8 +42,10 @@ if TYPE_CHECKING:  # bench.suite imports pydantic: keep `bench --help` fast, imp
     from bench.evidence import Evidence
     from bench.suite import FrontGate, GateRule, Gates
 
-BASELINE_FORMAT = "flowmap-bench-baseline/2"
-BASELINE_FORMATS = ("flowmap-bench-baseline/1", BASELINE_FORMAT)  # 1: no per-image evidence (unpaired rules)
+BASELINE_FORMAT = "flowmap-bench-baseline/3"
+# 1: no per-image evidence (unpaired rules); 2: evidence; 3: every cell's axes and the run's resolved suite
+BASELINE_FORMATS = ("flowmap-bench-baseline/1", "flowmap-bench-baseline/2", BASELINE_FORMAT)
+_WITH_EVIDENCE = ("flowmap-bench-baseline/2", BASELINE_FORMAT)
 EVIDENCE_SUFFIX = ".evidence.npz"
 CALIBRATION_METRIC = "calibration_ms"
 MIN_DRIFT_CELLS = 3
@@ -83,12 +86,27 @@ def _suite_yaml(text: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _axes(c: dict[str, Any]) -> dict[str, Any]:
+    """A baseline or snapshot cell's axes (format 1 and 2 cells: the three built-in ones from their fields)."""
+    axes = c.get("axes")
+    if isinstance(axes, dict) and axes:
+        return axes
+    return {"nfe": int(c["nfe_requested"]), "resolution": int(c["resolution"]), "hardware": str(c["hardware"])}
+
+
 def cell_id(c: dict[str, Any]) -> str:
-    return f"{c['sampler']} nfe={c['nfe_requested']} res={c['resolution']} hw={c['hardware']}"
+    return f"{c['sampler']} nfe={c['nfe_requested']} res={c['resolution']} hw={c['hardware']}{axes_label(_axes(c))}"
 
 
-def _cell_match_key(c: dict[str, Any]) -> tuple[str, int, int, str]:
-    return (str(c["sampler"]), int(c["nfe_requested"]), int(c["resolution"]), str(c["hardware"]))
+def _cell_match_key(c: dict[str, Any]) -> tuple[str, str]:
+    """Cells match across runs by sampler id and every axis value (guidance and any other axis included)."""
+    return axes_identity(c["sampler"], _axes(c))
+
+
+def _run_spec_or_text(snap: dict[str, Any]) -> dict[str, Any]:
+    """The run's resolved suite; runs recorded before specs were stored fall back to parsing the suite text."""
+    spec = snap.get("run_spec")
+    return spec if isinstance(spec, dict) else _suite_yaml(snap.get("suite_text"))
 
 
 STORE_KEY = "_evidence_store"  # where a snapshot cell's evidence lives (never written into a baseline file)
@@ -108,13 +126,16 @@ def snapshot(store_path: str | Path, run_id: str | None = None, suite: str | Non
         key = r["cell_key"]
         if key not in cells:
             cells[key] = {
-                "sampler": r["sampler"], "family": r["family"], "nfe_requested": int(r["nfe_requested"]),
+                "sampler": r["sampler"], "family": r["family"], "nfe_requested": int(r["nfe"]),
                 "nfe_counted": _finite(r["nfe_counted"]), "resolution": int(r["resolution"]),
                 "hardware": r["hardware"], "status": r["status"],
                 "reason": r["reason"] if isinstance(r["reason"], str) else None,
                 "cell_key": key, "reused": bool(r["reused"]), "metrics": {},
                 "evidence_metrics": (evidence.get(key) or {}).get("metrics", []),
+                "axes": json.loads(r["axes"]) if isinstance(r.get("axes"), str) and r["axes"] else None,
             }
+            if cells[key]["axes"] is None:
+                cells[key]["axes"] = _axes(cells[key])
             if evidence.get(key):
                 cells[key][STORE_KEY] = str(store_path)
         name = r["metric"]
@@ -129,8 +150,7 @@ def snapshot(store_path: str | Path, run_id: str | None = None, suite: str | Non
                 "provenance": prov,
             }
     cell_list = list(cells.values())
-    suite_data = _suite_yaml(run.get("suite_text"))
-    samples = suite_data.get("samples")
+    samples = _run_spec_or_text(run).get("samples")
     return {
         "format": BASELINE_FORMAT,
         "suite": run["suite"],
@@ -145,6 +165,7 @@ def snapshot(store_path: str | Path, run_id: str | None = None, suite: str | Non
         "feature_spaces": feature_spaces(cell_list),
         "calibration": calibration_summary(cell_list),
         "suite_text": run.get("suite_text"),
+        "run_spec": run.get("run_spec"),
         "cells": cell_list,
     }
 
@@ -359,7 +380,7 @@ def baseline_evidence(path: str | Path, data: dict[str, Any]) -> EvidenceSource:
     from bench.evidence import from_arrays, read_npz
 
     header = data.get("evidence")
-    if data.get("format") != BASELINE_FORMAT:
+    if data.get("format") not in _WITH_EVIDENCE:
         return EvidenceSource(None, f"baseline format {data.get('format')} keeps no per-image evidence; "
                                     "re-record it with `bench baseline save` for paired verdicts")
     if not isinstance(header, dict) or not header.get("file"):
@@ -460,7 +481,7 @@ def gates_of(snap: dict[str, Any]) -> Gates:
 
     from bench.suite import Gates
 
-    raw = _suite_yaml(snap.get("suite_text")).get("gates")
+    raw = _run_spec_or_text(snap).get("gates")
 
     try:
         return Gates.model_validate(raw or {})

@@ -1,87 +1,142 @@
-"""Suite -> cells: the cartesian product of samplers x NFE x resolution x hardware, with skip reasons."""
+"""Suite -> cells: every sampler (and swept-option variant) x its axes, each a frozen CellSpec, with skip reasons."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import dataclass
 from typing import Any
 
-import bench
 from bench.adapters.registry import build_sampler
+from bench.datasets import build_dataset
 from bench.errors import BenchError
 from bench.hardware import HardwareSpec
-from bench.suite import Suite
+from bench.spec import AXES, CellSpec, variant_label
+from bench.suite import SamplerSpec, Suite
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the sweep. `key` identifies its results: same key, same numbers (so reruns resume)."""
+    """One point of the sweep: its resolved spec, its key (the spec's hash: same key, same numbers, so reruns
+    resume), and whether it is planned or skipped (with the reason)."""
 
-    suite: str
-    sampler_id: str
-    adapter: str
-    family: str
-    nfe: int
-    resolution: int
-    hardware: str
-    key: str
+    spec: CellSpec
     status: str = "planned"  # planned | skipped
     reason: str | None = None
-    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    guidance: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def suite(self) -> str:
+        return self.spec.suite
+
+    @property
+    def sampler_id(self) -> str:
+        return self.spec.sampler
+
+    @property
+    def adapter(self) -> str:
+        return self.spec.adapter
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.spec.options
+
+    @property
+    def nfe(self) -> int:
+        return self.spec.nfe
+
+    @property
+    def resolution(self) -> int:
+        return self.spec.resolution
+
+    @property
+    def hardware(self) -> str:
+        return self.spec.hardware
+
+    @property
+    def guidance(self) -> float | None:
+        return self.spec.guidance
+
+    @property
+    def axes(self) -> dict[str, Any]:
+        return self.spec.axes
 
     @property
     def label(self) -> str:
-        return f"{self.sampler_id} nfe={self.nfe} res={self.resolution} hw={self.hardware}"
+        return self.spec.label()
 
 
-def cell_key(suite: Suite, sampler: Any, sampler_version: str, nfe: int, resolution: int, hardware: str) -> str:
-    """Hash of everything that determines a cell's numbers (not batch size: per-image seeds make it irrelevant)."""
-    m = suite.model
-    payload = {
-        "bench": bench.__version__,
-        "suite": m.name,
-        "dataset": m.dataset.model_dump(),
-        "samples": m.samples_at(resolution),
-        "base_seed": m.base_seed,
-        "metrics": m.metrics,
-        "sampler": {"id": sampler.id, "adapter": sampler.adapter, "options": sampler.options,
-                    "guidance": sampler.guidance, "version": sampler_version},
-        "nfe": nfe,
-        "resolution": resolution,
-        "hardware": hardware,
-        "grid": m.report.grid,
-    }
-    blob = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+def _variants(spec: SamplerSpec) -> list[dict[str, Any]]:
+    """Every combination of the sampler's swept options, in the order the suite lists them ([{}] if none)."""
+    names = list(spec.sweep)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(spec.sweep[n] for n in names))]
+
+
+def _build(suite: Suite, spec: SamplerSpec, sampler_id: str, options: dict[str, Any]) -> Any:
+    try:
+        return build_sampler(spec.adapter, options)
+    except BenchError as e:
+        raise BenchError(f"{suite.path}: sampler {sampler_id!r}: {e}") from None
 
 
 def plan(suite: Suite, check_hardware: bool = True) -> list[Cell]:
     """Every cell of the suite, planned or skipped with the reason (nothing is silently dropped)."""
     m = suite.model
+    metrics = {k: dict(v or {}) for k, v in m.metrics.items()}
+    dataset = {"name": m.dataset.name, **m.dataset.options()}
+    dataset_key = _dataset_key(m.dataset.name, m.dataset.options())
     cells: list[Cell] = []
     availability: dict[str, str | None] = {}
     for spec in m.samplers:
-        try:
-            sampler = build_sampler(spec.adapter, dict(spec.options))
-        except BenchError as e:
-            raise BenchError(f"{suite.path}: sampler {spec.id!r}: {e}") from None
-        info = sampler.info
-        for hw_text in spec.hardware or m.axes.hardware:
-            hw = HardwareSpec.parse(hw_text)
-            if hw.label not in availability:
-                availability[hw.label] = hw.availability() if check_hardware else None
-            for res in spec.resolution or m.axes.resolution:
-                for nfe in sorted(spec.nfe or m.axes.nfe):
-                    reason = availability[hw.label] or info.unsupported(nfe, res, hw)
-                    if reason is None and spec.guidance is not None and info.conditioning == "none":
-                        reason = "guidance set but the sampler is unconditional"
-                    cells.append(Cell(
-                        suite=m.name, sampler_id=spec.id, adapter=spec.adapter, family=info.family,
-                        nfe=nfe, resolution=res, hardware=hw.label,
-                        key=cell_key(suite, spec, info.version, nfe, res, hw.label),
-                        status="skipped" if reason else "planned", reason=reason,
-                        options=dict(spec.options), guidance=spec.guidance,
-                    ))
+        extra = spec.axis_values(m.axes)
+        for variant in _variants(spec):
+            sampler_id = variant_label(spec.id, variant)
+            options = {**spec.options, **variant}
+            info = _build(suite, spec, sampler_id, options).info
+            for hw_text in spec.hardware or m.axes.hardware:
+                hw = HardwareSpec.parse(hw_text)
+                if hw.label not in availability:
+                    availability[hw.label] = hw.availability() if check_hardware else None
+                for res in spec.resolution or m.axes.resolution:
+                    for nfe in sorted(spec.nfe or m.axes.nfe):
+                        for combo in itertools.product(*extra.values()):
+                            axes = {"nfe": nfe, "resolution": res, "hardware": hw.label,
+                                    **dict(zip(extra, combo, strict=True))}
+                            reason = availability[hw.label] or info.unsupported(nfe, res, hw)
+                            for name in extra:
+                                check = AXES[name].check
+                                if reason is None and check is not None:
+                                    reason = check(info, axes[name])
+                            cell_spec = CellSpec(
+                                suite=m.name, sampler=sampler_id, adapter=spec.adapter, family=info.family,
+                                version=info.version, options=options, axes=axes, dataset=dataset,
+                                samples=m.samples_at(res), base_seed=m.base_seed, metrics=metrics,
+                                grid=m.report.grid, variant=variant, dataset_key=dataset_key)
+                            cells.append(Cell(cell_spec, "skipped" if reason else "planned", reason))
+    _check_unique(suite, cells)
     return cells
+
+
+def _dataset_key(name: str, options: dict[str, Any]) -> str:
+    """The dataset's identity with its data version (part of every cell key). A dataset that cannot be built
+    here (reference images not on this machine) still plans; its cells fail with the reason when they run."""
+    try:
+        return build_dataset(name, options).key()
+    except BenchError as e:
+        return f"unavailable here: {e}"
+
+
+def _check_unique(suite: Suite, cells: list[Cell]) -> None:
+    seen: dict[str, Cell] = {}
+    for c in cells:
+        other = seen.get(c.key)
+        if other is not None:
+            raise BenchError(f"{suite.path}: cells {other.label!r} and {c.label!r} are the same cell (same "
+                             "adapter, options and axes): give one of the samplers other options or remove it")
+        seen[c.key] = c

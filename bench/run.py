@@ -57,12 +57,9 @@ def git_commit(cwd: str | Path = ".") -> str | None:
 
 def make_tasks(suite: Suite, cells: list[Cell], store: Store, allow_download: bool = False) -> list[CellTask]:
     m = suite.model
-    metrics = {k: dict(v or {}) for k, v in m.metrics.items()}
     return [
-        CellTask(cell=c, dataset=m.dataset.name, dataset_options=m.dataset.options(), samples=m.samples_at(c.resolution),
-                 base_seed=m.base_seed, batch_size=m.batch_size, metrics=metrics, grid=m.report.grid,
-                 samples_dir=str(store.samples_dir(c.key)), cache_dir=str(store.cache_dir),
-                 allow_download=allow_download, extra={"timeout": m.timeout})
+        CellTask(cell=c, batch_size=m.batch_size, samples_dir=str(store.samples_dir(c.key)),
+                 cache_dir=str(store.cache_dir), allow_download=allow_download, extra={"timeout": m.timeout})
         for c in cells
     ]
 
@@ -109,6 +106,7 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
         run_id = store.start_run(
             suite.name, suite.hash, str(suite_path), suite.text, git_commit=git_commit(), fingerprint=fingerprint(),
             versions=library_versions(), executor=executor, argv=argv or sys.argv,
+            run_spec=suite.model.model_dump(mode="json"),
         )
         store.record_plan(run_id, cells, done)
         todo = [c for c in cells if c.status == "planned" and c.key not in done]

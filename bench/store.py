@@ -29,17 +29,18 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, suite TEXT NOT NULL, suite_hash TEXT, suite_path TEXT, suite_text TEXT,
   git_commit TEXT, fingerprint TEXT, versions TEXT, executor TEXT, argv TEXT,
-  started REAL, finished REAL, status TEXT
+  started REAL, finished REAL, status TEXT, run_spec TEXT
 );
 CREATE TABLE IF NOT EXISTS run_cells (
   run_id TEXT NOT NULL, cell_key TEXT NOT NULL, status TEXT NOT NULL, reason TEXT, reused INTEGER DEFAULT 0,
   sampler TEXT, adapter TEXT, family TEXT, nfe_requested INTEGER, resolution INTEGER, hardware TEXT,
+  axes TEXT, spec TEXT,
   PRIMARY KEY (run_id, cell_key)
 );
 CREATE TABLE IF NOT EXISTS cells (
   cell_key TEXT PRIMARY KEY, run_id TEXT, suite TEXT, sampler TEXT, adapter TEXT, family TEXT,
   nfe_requested INTEGER, nfe_counted REAL, resolution INTEGER, hardware TEXT, status TEXT, error TEXT,
-  phases TEXT, info TEXT, samples_dir TEXT, started REAL, finished REAL
+  phases TEXT, info TEXT, samples_dir TEXT, started REAL, finished REAL, axes TEXT, spec TEXT
 );
 CREATE TABLE IF NOT EXISTS metrics (
   cell_key TEXT NOT NULL, name TEXT NOT NULL, value REAL, ci_low REAL, ci_high REAL, n INTEGER,
@@ -52,7 +53,11 @@ CREATE TABLE IF NOT EXISTS evidence (
 );
 """
 # 1: the first release (no meta table). 2: per-image evidence sidecars (bench.evidence) and this version number.
-SCHEMA_VERSION = 2
+# 3: cells as data: every cell's frozen spec (bench.spec.CellSpec) and its axes as JSON, the run's resolved suite.
+SCHEMA_VERSION = 3
+# Columns version 3 added (table -> column); a migrated store fills `axes` from the old columns and leaves the
+# spec NULL (those cells were planned before specs existed: readers fall back to the stored suite text).
+_ADDED_IN_3 = {"runs": ("run_spec",), "run_cells": ("axes", "spec"), "cells": ("axes", "spec")}
 EVIDENCE_DIR = "evidence"
 
 
@@ -121,14 +126,25 @@ class Store:
 
     def _migrate(self) -> None:
         """Bring a new or older store to SCHEMA_VERSION. 1 -> 2 only adds tables: old cells keep their numbers
-        and have no per-image evidence (comparisons that need it say so and fall back)."""
+        and have no per-image evidence (comparisons that need it say so and fall back). 2 -> 3 adds the spec
+        and axes columns; old cells get their axes (nfe, resolution, hardware) from the columns they have."""
         if self.schema_version == SCHEMA_VERSION:
             return
         with self.db:
             self.db.executescript(SCHEMA)
+            for table, columns in _ADDED_IN_3.items():
+                have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                for col in columns:
+                    if col not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} TEXT")
+            if self.schema_version:
+                for table in ("run_cells", "cells"):
+                    rows = self.db.execute(f"SELECT rowid, nfe_requested, resolution, hardware FROM {table} "
+                                           "WHERE axes IS NULL").fetchall()
+                    self.db.executemany(f"UPDATE {table} SET axes=? WHERE rowid=?", [
+                        (json.dumps({"nfe": r[1], "resolution": r[2], "hardware": r[3]}), r[0]) for r in rows])
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from', ?)", (str(self.schema_version),))
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            if self.schema_version == 1:
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from', '1')")
         self.schema_version = SCHEMA_VERSION
 
     @property
@@ -157,13 +173,16 @@ class Store:
     # -- writing (driver only) ------------------------------------------------------------------
     def start_run(self, suite_name: str, suite_hash: str, suite_path: str, suite_text: str, *,
                   git_commit: str | None, fingerprint: dict[str, Any], versions: dict[str, Any],
-                  executor: str, argv: list[str]) -> str:
+                  executor: str, argv: list[str], run_spec: dict[str, Any] | None = None) -> str:
+        """Record a run; `run_spec` is the resolved suite (what report and gate read; the text is provenance)."""
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         with self.db:
             self.db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (run_id, suite, suite_hash, suite_path, suite_text, git_commit, fingerprint, "
+                "versions, executor, argv, started, finished, status, run_spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, suite_name, suite_hash, suite_path, suite_text, git_commit, json.dumps(fingerprint),
-                 json.dumps(versions), executor, json.dumps(argv), time.time(), None, "running"),
+                 json.dumps(versions), executor, json.dumps(argv), time.time(), None, "running",
+                 None if run_spec is None else json.dumps(run_spec, default=str)),
             )
         return run_id
 
@@ -172,9 +191,11 @@ class Store:
         for c in cells:
             status = c.status if c.status == "skipped" else ("done" if c.key in done else "planned")
             rows.append((run_id, c.key, status, c.reason, int(c.key in done), c.sampler_id, c.adapter, c.family,
-                         c.nfe, c.resolution, c.hardware))
+                         c.nfe, c.resolution, c.hardware, json.dumps(c.axes), json.dumps(c.spec.to_dict(), default=str)))
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO run_cells VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO run_cells (run_id, cell_key, status, reason, reused, sampler, adapter, family, "
+                "nfe_requested, resolution, hardware, axes, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def commit_cell(self, run_id: str, cell: Cell, result: CellResult) -> None:
         """Write one cell's outcome and metrics in one transaction (its evidence sidecar first, atomically)."""
@@ -190,11 +211,13 @@ class Store:
             if evidence_row is not None:
                 self.db.execute("INSERT INTO evidence VALUES (?,?,?,?,?)", evidence_row)
             self.db.execute(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO cells (cell_key, run_id, suite, sampler, adapter, family, nfe_requested, "
+                "nfe_counted, resolution, hardware, status, error, phases, info, samples_dir, started, finished, axes, "
+                "spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (cell.key, run_id, cell.suite, cell.sampler_id, cell.adapter, cell.family, cell.nfe,
                  result.nfe_counted, cell.resolution, cell.hardware, result.status, result.error,
                  json.dumps(result.phases), json.dumps(result.info, default=str), result.samples_dir,
-                 result.started, result.finished),
+                 result.started, result.finished, json.dumps(cell.axes), json.dumps(cell.spec.to_dict(), default=str)),
             )
             self.db.execute("DELETE FROM metrics WHERE cell_key=?", (cell.key,))
             self.db.executemany(
@@ -246,8 +269,8 @@ class Store:
         if row is None:
             raise BenchError(f"no run {run_id!r} in {self.path} (see `bench export` or `bench report`)")
         out = dict(row)
-        for k in ("fingerprint", "versions", "argv"):
-            out[k] = json.loads(out[k]) if out[k] else None
+        for k in ("fingerprint", "versions", "argv", "run_spec"):
+            out[k] = json.loads(out[k]) if out.get(k) else None
         return out
 
     def latest_run_id(self, suite: str | None = None) -> str:
@@ -258,18 +281,19 @@ class Store:
         return str(runs[-1]["run_id"])
 
     def results(self, run_id: str | None = None, suite: str | None = None) -> pd.DataFrame:
-        """The tidy long table: one row per cell x metric (cells without metrics get one row, metric NULL)."""
+        """The tidy long table (export schema EXPORT_SCHEMA_VERSION): one row per cell x metric (cells without
+        metrics get one row, metric NULL); one column per axis beyond nfe / resolution / hardware."""
         import pandas as pd
 
         run_id = run_id or self.latest_run_id(suite)
         run = self.run(run_id)
         q = """
-        SELECT rc.run_id, ? AS suite, rc.sampler, rc.family, rc.nfe_requested, c.nfe_counted,
+        SELECT rc.run_id, ? AS suite, rc.sampler, rc.family, rc.nfe_requested AS nfe, c.nfe_counted,
                rc.resolution, rc.hardware,
                CASE WHEN rc.status IN ('skipped','failed','planned') THEN rc.status ELSE c.status END AS status,
                m.name AS metric, m.value, m.ci_low, m.ci_high, m.n, m.higher_is_better,
                COALESCE(rc.reason, c.error) AS reason, rc.cell_key, rc.reused, c.phases, m.provenance,
-               c.samples_dir
+               c.samples_dir, {axes}
         FROM run_cells rc
         LEFT JOIN cells c ON c.cell_key = rc.cell_key
         LEFT JOIN metrics m ON m.cell_key = rc.cell_key AND rc.status != 'skipped'
@@ -277,11 +301,27 @@ class Store:
         WHERE rc.run_id = ?
         ORDER BY rc.rowid, m.name
         """
+        q = q.replace("{axes}", "rc.axes" if self.schema_version >= 3 else "NULL AS axes")  # read-only old store
         df = pd.read_sql_query(q, self.db, params=(run["suite"], run_id))
         df["higher_is_better"] = df["higher_is_better"].map(lambda v: None if pd.isna(v) else bool(v))
         df["reused"] = df["reused"].astype(bool)
         df["unstable"] = df["provenance"].map(_unstable)
-        return df
+        axes = [json.loads(a) if isinstance(a, str) and a else
+                {"nfe": int(n), "resolution": int(r), "hardware": h}
+                for a, n, r, h in zip(df["axes"], df["nfe"], df["resolution"], df["hardware"], strict=True)]
+        df["axes"] = [json.dumps(a) for a in axes]
+        extra: list[str] = []
+        for a in axes:
+            extra += [k for k in a if k not in ("nfe", "resolution", "hardware") and k not in extra]
+        at = list(df.columns).index("hardware") + 1
+        for i, name in enumerate(extra):
+            df.insert(at + i, name, [a.get(name) for a in axes])
+        from bench.results import EXPORT_SCHEMA_VERSION, Results
+
+        out = Results(df)
+        out.attrs["schema_version"] = EXPORT_SCHEMA_VERSION
+        out.attrs["axes"] = ["nfe", "resolution", "hardware", *extra]
+        return out
 
 
 def _unstable(provenance: Any) -> bool:

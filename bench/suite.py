@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
 from bench.hardware import HardwareSpec
@@ -55,11 +55,36 @@ class DatasetSpec(_Strict):
         return {"split": self.split, **(self.model_extra or {})}
 
 
+def _axis_values(name: str, values: Any) -> list[Any]:
+    """A registered axis's values (bench.spec.AXES), each validated to its canonical form; duplicates refused."""
+    from bench.spec import AXES
+
+    if name not in AXES:
+        known = ", ".join(["nfe", "resolution", "hardware", *sorted(AXES)])
+        raise ValueError(f"unknown axis {name!r} (axes: {known}; more with bench.spec.register_axis)")
+    if not isinstance(values, list):
+        values = [values]
+    if not values:
+        raise ValueError(f"{name} must list at least one value")
+    out = [AXES[name].validate(v) for v in values]
+    canon = [repr(v) for v in out]
+    if len(set(canon)) != len(canon):
+        raise ValueError(f"{name} has duplicate values")
+    return out
+
+
 class Axes(_Strict):
+    """The sweep: every sampler runs at every combination (per-sampler lists override). Beyond nfe, resolution
+    and hardware: `guidance` (a list of guidance scales) and any axis registered with bench.spec.register_axis."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
     nfe: list[int] = Field(description="Requested steps per sampler (counted NFE is measured).")
     resolution: list[int] = Field(description="Square image sizes in pixels.")
     hardware: list[str] = Field(default_factory=lambda: ["cpu"],
                                 description="Hardware specs, e.g. cpu, cpu:threads=1, cuda:0:dtype=float16.")
+    guidance: list[float] | None = Field(
+        default=None, description="Guidance scales w to sweep (cfg samplers: 2 counted evaluations per step; "
+                                  "embedded: 1); samplers that cannot take a value skip it with the reason.")
 
     @field_validator("nfe")
     @classmethod
@@ -76,12 +101,35 @@ class Axes(_Strict):
     def _hw(cls, v: list[str]) -> list[str]:
         return _hardware_list(v)
 
+    @field_validator("guidance", mode="before")
+    @classmethod
+    def _guidance(cls, v: Any) -> Any:
+        return None if v is None else _axis_values("guidance", v)
+
+    @model_validator(mode="after")
+    def _extra_axes(self) -> Axes:
+        for name, values in (self.model_extra or {}).items():
+            self.model_extra[name] = _axis_values(name, values)  # type: ignore[index]
+        return self
+
+    def extra(self) -> dict[str, list[Any]]:
+        """The swept axes beyond nfe / resolution / hardware, in suite order (guidance first when set)."""
+        out: dict[str, list[Any]] = {"guidance": self.guidance} if self.guidance is not None else {}
+        return {**out, **dict(self.model_extra or {})}
+
 
 class SamplerSpec(_Strict):
     id: str = Field(description="Unique name of this sampler in results and reports.")
     adapter: str = Field(description="Registered sampler name (`bench list samplers`) or 'module.path:ClassName'.")
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the sampler class.")
-    guidance: float | None = Field(default=None, description="Classifier-free guidance scale, if the sampler uses one.")
+    guidance: float | list[float] | None = Field(
+        default=None, description="Guidance scale(s) for this sampler: overrides axes.guidance (a single value "
+                                  "or a list to sweep).")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Sampler options to sweep, e.g. {eta: [0.0, 0.5, 1.0]}: each combination "
+                                          "is its own sampler in tables and plots (`hyper-sd[eta=0.5]`).")
+    axes: dict[str, Any] = Field(default_factory=dict, description="Overrides of other registered axes for this "
+                                                                   "sampler, e.g. {guidance: [1, 2]}.")
     nfe: list[int] | None = Field(default=None, description="Overrides axes.nfe for this sampler.")
     resolution: list[int] | None = None
     hardware: list[str] | None = None
@@ -115,6 +163,42 @@ class SamplerSpec(_Strict):
     @classmethod
     def _hw(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else _hardware_list(v)
+
+    @field_validator("guidance", mode="before")
+    @classmethod
+    def _guidance(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        values = _axis_values("guidance", v)
+        return values if isinstance(v, list) else values[0]
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, values in v.items():
+            if not values:
+                raise ValueError(f"sweep.{name} must list at least one value")
+            canon = [repr(x) for x in values]
+            if len(set(canon)) != len(canon):
+                raise ValueError(f"sweep.{name} has duplicate values")
+        return v
+
+    @field_validator("axes")
+    @classmethod
+    def _axes(cls, v: dict[str, Any]) -> dict[str, Any]:
+        builtin = {"nfe", "resolution", "hardware"} & set(v)
+        if builtin:
+            raise ValueError(f"set {', '.join(sorted(builtin))} as the sampler's own key, not under axes")
+        return {name: _axis_values(name, values) for name, values in v.items()}
+
+    def axis_values(self, suite_axes: Axes) -> dict[str, list[Any]]:
+        """This sampler's values of every axis beyond nfe / resolution / hardware (its overrides win)."""
+        out = suite_axes.extra()
+        for name in self.axes:
+            out[name] = self.axes[name]
+        if self.guidance is not None:
+            out["guidance"] = self.guidance if isinstance(self.guidance, list) else [self.guidance]
+        return out
 
 
 class GateRule(_Strict):

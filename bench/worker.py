@@ -23,20 +23,39 @@ from bench.store import CellResult
 
 @dataclass
 class CellTask:
-    """Everything a worker needs for one cell; plain picklable data."""
+    """Everything a worker needs for one cell; plain picklable data. What determines the numbers comes from the
+    cell's frozen spec; the rest (batch size, paths, timeout) only says how to compute them."""
 
     cell: Cell
-    dataset: str
-    dataset_options: dict[str, Any]
-    samples: int
-    base_seed: int
     batch_size: int
-    metrics: dict[str, dict[str, Any]]
-    grid: int
     samples_dir: str
     cache_dir: str
     allow_download: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return str(self.cell.spec.dataset["name"])
+
+    @property
+    def dataset_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.cell.spec.dataset.items() if k != "name"}
+
+    @property
+    def samples(self) -> int:
+        return self.cell.spec.samples
+
+    @property
+    def base_seed(self) -> int:
+        return self.cell.spec.base_seed
+
+    @property
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        return self.cell.spec.metrics
+
+    @property
+    def grid(self) -> int:
+        return self.cell.spec.grid
 
 
 def _one_line(exc: BaseException) -> str:
@@ -154,6 +173,7 @@ class Worker:
                     seeds=seeds[lo:hi], nfe=c.nfe, height=c.resolution, width=c.resolution,
                     prompts=cond.prompts[lo:hi] if cond.prompts else None,
                     labels=cond.labels[lo:hi] if cond.labels else None, guidance=c.guidance,
+                    extra=c.spec.request_extra(),
                 )
                 with NFECounter(sampler.networks()) as counter:
                     out = sampler.sample(req)
@@ -248,7 +268,7 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
             seeds=image_seeds(task.base_seed, idx), nfe=task.cell.nfe, height=task.cell.resolution,
             width=task.cell.resolution, guidance=task.cell.guidance,
             prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
-            labels=[cond.labels[i] for i in idx] if cond.labels else None,
+            labels=[cond.labels[i] for i in idx] if cond.labels else None, extra=task.cell.spec.request_extra(),
         )
         def one_batch(req: SampleRequest = req) -> Any:
             return sampler.sample(req)

@@ -40,12 +40,12 @@ def load(store: Path, suite: str) -> pd.DataFrame:
     with Store(store, readonly=True) as s:
         df = s.results(suite=suite)
     df = df[(df.status == "done") & (df.hardware == "cpu")]
-    keys = ["sampler", "nfe_requested", "resolution"]
+    keys = ["sampler", "nfe", "resolution"]
     fd = df[df.metric == "fd"].set_index(keys)[["value", "ci_low", "ci_high", "nfe_counted", "cell_key"]]
     floor = df[df.metric == "fd_floor"].set_index(keys)["value"].rename("floor")
     out = fd.join(floor).rename(columns={"value": "fd"}).reset_index()
     out["excess"] = out.fd - out.floor
-    return out.rename(columns={"nfe_requested": "nfe"})
+    return out
 
 
 class PairedFD:

@@ -28,6 +28,7 @@ from bench.evidence import Evidence, features_evidence, values_evidence
 from bench.metrics.registry import MetricResult
 from bench.plan import Cell
 from bench.store import CellResult, Store
+from tests.cells import make_cell
 
 EVIDENCE_DIM = 8  # feature dimension of the synthetic FD evidence
 EVIDENCE_RESAMPLES = 200
@@ -174,11 +175,10 @@ def make_store(path: str | Path, *, suite: str = "nfe_sweep", samplers: tuple[Fa
                 for hw in hardware:
                     for res in resolutions:
                         for n in s.nfe:
-                            key = hashlib.sha256(f"{suite}|{s.id}|{n}|{res}|{hw}|{k}".encode()).hexdigest()[:20]
                             skipped = hw != "cpu"
-                            cells.append(Cell(suite, s.id, f"synthetic-{s.family}", s.family, n, res, hw, key,
-                                              status="skipped" if skipped else "planned",
-                                              reason="no CUDA device" if skipped else None))
+                            cells.append(make_cell(suite, s.id, f"synthetic-{s.family}", s.family, n, res, hw,
+                                                   tag=str(k), status="skipped" if skipped else "planned",
+                                                   reason="no CUDA device" if skipped else None))
             store.record_plan(run_id, cells, set())
             shift = 1.0 - 0.04 * k
             for c in cells:

@@ -60,6 +60,6 @@ def test_two_jobs_give_the_same_numbers_as_one(tiny_suite, tmp_path):
     def quality(p):
         df = bench.load_results(str(p))
         df = df[df.metric.isin(["pixel_mean", "pixel_mse_to_ref"])]
-        return sorted(zip(df.sampler, df.nfe_requested, df.metric, df.value, strict=True))
+        return sorted(zip(df.sampler, df.nfe, df.metric, df.value, strict=True))
 
     assert quality(tmp_path / "a.sqlite") == quality(tmp_path / "b.sqlite")

@@ -218,8 +218,8 @@ def test_flow_map_grid_arithmetic(tmp_path: Path, param: str) -> None:
 
 def _cells(store: Path, hardware: str = "cpu:threads=1") -> dict[tuple[str, int], tuple[str, float | None]]:
     df = bench.load_results(str(store))
-    df = df[df.hardware == hardware].drop_duplicates(["sampler", "nfe_requested"])
-    return {(r.sampler, int(r.nfe_requested)): (r.status, r.nfe_counted) for r in df.itertuples()}
+    df = df[df.hardware == hardware].drop_duplicates(["sampler", "nfe"])
+    return {(r.sampler, int(r.nfe)): (r.status, r.nfe_counted) for r in df.itertuples()}
 
 
 @pytest.mark.slow

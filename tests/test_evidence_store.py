@@ -72,7 +72,7 @@ def test_a_newer_store_is_refused_in_one_line(tmp_path):
     path = _v1_store(tmp_path)
     with Store(path) as st, st.db:
         st.db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(BenchError, match=r"schema version 99; this flowmap-bench reads versions up to 2"):
+    with pytest.raises(BenchError, match=r"schema version 99; this flowmap-bench reads versions up to 3"):
         Store(path, readonly=True)
 
 

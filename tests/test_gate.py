@@ -18,8 +18,8 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.gate import Point, load_baseline, pareto_front, run_gate, save_baseline
 from bench.metrics.registry import MetricResult
-from bench.plan import Cell
 from bench.store import CellResult, Store
+from tests.cells import make_cell
 
 HW = "cpu:threads=1"
 SUITE = """
@@ -69,11 +69,9 @@ def write_run(path: Path, specs: list[Spec], suite_text: str = SUITE, suite_hash
                               versions={"torch": "x"}, executor="local", argv=["bench", "run"])
         cells = []
         for s in specs:
-            key = hashlib.sha256(f"{path}|{s.sampler}|{s.nfe}".encode()).hexdigest()[:20]
-            cells.append(Cell(suite="syn", sampler_id=s.sampler, adapter="analytic-euler", family="ode", nfe=s.nfe,
-                              resolution=8, hardware=HW, key=key,
-                              status="skipped" if s.status == "skipped" else "planned",
-                              reason="no CUDA device" if s.status == "skipped" else None))
+            cells.append(make_cell("syn", s.sampler, "analytic-euler", "ode", s.nfe, 8, HW, tag=str(path),
+                                   status="skipped" if s.status == "skipped" else "planned",
+                                   reason="no CUDA device" if s.status == "skipped" else None))
         st.record_plan(run_id, cells, set())
         for cell, s in zip(cells, specs, strict=True):
             if s.status in ("skipped", "planned"):

@@ -58,7 +58,7 @@ def _fd_checks(res):
 def test_baseline_keeps_per_image_evidence_next_to_it(runs):
     _, _, baseline = runs
     data = json.loads(baseline.read_text())
-    assert data["format"] == "flowmap-bench-baseline/2"
+    assert data["format"] == "flowmap-bench-baseline/3"
     side = baseline.parent / data["evidence"]["file"]
     assert side.name == "paired.evidence.npz" and side.stat().st_size == data["evidence"]["bytes"]
     assert all(c["evidence_metrics"] == ["fd"] for c in data["cells"] if c["status"] == "done")

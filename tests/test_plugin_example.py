@@ -44,7 +44,7 @@ def test_example_plugin_installs_lists_and_runs(tmp_path):
     import bench
 
     df = bench.load_results(str(store))
-    done = df[df.status == "done"].drop_duplicates("nfe_requested")
+    done = df[df.status == "done"].drop_duplicates("nfe")
     assert sorted(done.nfe_counted) == [1.0, 3.0]
     skipped = df[df.status == "skipped"]
     assert "NFE 32 not supported" in skipped.reason.iloc[0]

@@ -42,7 +42,7 @@ def _cells(store: Path) -> dict[str, dict]:
         if isinstance(first.samples_dir, str):
             grid = {p.name: p.read_bytes() for p in sorted(Path(first.samples_dir).glob("*.png"))}
         out[key] = {
-            "label": (first.sampler, int(first.nfe_requested), first.hardware), "status": first.status,
+            "label": (first.sampler, int(first.nfe), first.hardware), "status": first.status,
             "reason": first.reason, "nfe_counted": first.nfe_counted, "grid": grid,
             "quality": {r.metric: (r.value, r.ci_low, r.ci_high) for r in rows.itertuples()
                         if isinstance(r.metric, str) and r.metric not in MACHINE_METRICS},
@@ -229,7 +229,7 @@ def test_multinode_cluster_shares_reference_statistics_and_routes_labels(tmp_pat
             cluster.shutdown()
     assert summary.ok and summary.computed == 4, summary.failed
     df = bench.load_results(str(store))
-    fd = {(r.sampler, r.nfe_requested): r for r in df[df.metric == "fd"].itertuples()}
+    fd = {(r.sampler, r.nfe): r for r in df[df.metric == "fd"].itertuples()}
     assert len(fd) == 4
     assert fd[("tagged", 1)].value == fd[("euler", 1)].value  # same sampler, other node: same number
     refs = [json.loads(r.provenance)["reference"]["from_cache"] for r in fd.values()]

@@ -16,7 +16,7 @@ def _rows(run: str, cells: list[tuple]) -> pd.DataFrame:
     out = []
     for sampler, nfe, status, reason, metrics in cells:
         key = f"{run}-{sampler}-{nfe}"
-        base = {"run_id": run, "suite": "s", "sampler": sampler, "family": "flow_map", "nfe_requested": nfe,
+        base = {"run_id": run, "suite": "s", "sampler": sampler, "family": "flow_map", "nfe": nfe,
                 "nfe_counted": float(nfe), "resolution": 16, "hardware": "cpu", "status": status, "reason": reason,
                 "cell_key": key}
         if not metrics:
@@ -44,7 +44,7 @@ B = _rows("B", [
 
 
 def _get(cmp: pd.DataFrame, sampler: str, nfe: int, metric: str | None) -> pd.Series:
-    sel = cmp[(cmp.sampler == sampler) & (cmp.nfe_requested == nfe)]
+    sel = cmp[(cmp.sampler == sampler) & (cmp.nfe == nfe)]
     sel = sel[sel.metric.isna()] if metric is None else sel[sel.metric == metric]
     assert len(sel) == 1, sel
     return sel.iloc[0]

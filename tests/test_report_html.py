@@ -118,16 +118,16 @@ def test_missing_samples_and_no_latency_still_render(tmp_path):
 
 def test_run_with_only_an_unknown_metric(tmp_path):
     from bench.metrics.registry import MetricResult
-    from bench.plan import Cell
     from bench.store import CellResult
+    from tests.cells import make_cell
 
     path = tmp_path / "u.sqlite"
     with Store(path) as s:
         run = s.start_run("odd", "h", "odd.yaml", "name: odd\n", git_commit=None, fingerprint={}, versions={},
                           executor="local", argv=[])
-        cell = Cell("odd", "s1", "x", "weird_family", 1, 8, "cpu", "k1")
+        cell = make_cell("odd", "s1", "x", "weird_family", 1, 8, "cpu")
         s.record_plan(run, [cell], set())
-        s.commit_cell(run, cell, CellResult("k1", "done", nfe_counted=1.0,
+        s.commit_cell(run, cell, CellResult(cell.key, "done", nfe_counted=1.0,
                                             metrics=[MetricResult("wobble", 0.5, True, 0.4, 0.6, 10)]))
         s.finish_run(run, "done")
     html = write_report(path, out=tmp_path / "u.html").read_text()

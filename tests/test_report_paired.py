@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from bench.metrics.registry import MetricResult
-from bench.plan import Cell
 from bench.report.compare import compare_runs, format_compare
 from bench.report.data import load_run
 from bench.report.html import write_report
 from bench.report.verdicts import Judge, intervals_overlap
 from bench.store import CellResult, Store
+from tests.cells import make_cell
 from tests.synthetic import synthetic_fd
 
 N = 512
@@ -53,8 +53,7 @@ def write_run(path: Path, cells: list[C], tag: str = "") -> str:
     with Store(path) as st:
         run = st.start_run("paired", "h" * 16, "paired.yaml", SUITE, git_commit="abc", fingerprint={}, versions={},
                            executor="local", argv=["bench", "run"])
-        plan = [Cell("paired", c.sampler, "x", "flow_map", c.nfe, 16, "cpu",
-                     hashlib.sha256(f"{tag}|{c.sampler}|{c.nfe}".encode()).hexdigest()[:20]) for c in cells]
+        plan = [make_cell("paired", c.sampler, "x", "flow_map", c.nfe, 16, "cpu", tag=tag) for c in cells]
         st.record_plan(run, plan, set())
         for cell, c in zip(plan, cells, strict=True):
             fd, lo, hi, ev = synthetic_fd(c.excess, N, _seed(c.sampler, c.nfe), image_seed=c.image_seed)
@@ -102,7 +101,7 @@ def shift_store(tmp_path_factory) -> Path:
 
 def test_small_paired_shift_is_worse_where_the_old_rule_said_tie(shift_store, tmp_path):
     data = load_run(shift_store)
-    key = {(str(c.sampler), int(c.nfe_requested)): str(c.cell_key) for c in data.cells.itertuples()}
+    key = {(str(c.sampler), int(c.nfe)): str(c.cell_key) for c in data.cells.itertuples()}
     a1, b1 = key[("a", 1)], key[("b", 1)]
     # the first release's rule (unpaired intervals) calls it a tie ...
     assert intervals_overlap(data.value(a1, "fd"), data.value(b1, "fd"))

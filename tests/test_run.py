@@ -16,7 +16,7 @@ import pytest
 import bench
 from bench.cli import main
 
-COLUMNS = ["run_id", "suite", "sampler", "family", "nfe_requested", "nfe_counted", "resolution", "hardware",
+COLUMNS = ["run_id", "suite", "sampler", "family", "nfe", "nfe_counted", "resolution", "hardware",
            "status", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
 
 EULER = "- {id: euler, adapter: analytic-euler, options: {components: 4}}"
@@ -25,7 +25,7 @@ EULER = "- {id: euler, adapter: analytic-euler, options: {components: 4}}"
 def _quality(store: Path) -> dict[tuple[str, int, str], float]:
     df = bench.load_results(str(store))
     df = df[df.metric.isin(["pixel_mean", "pixel_mse_to_ref"])]
-    return {(r.sampler, r.nfe_requested, r.metric): r.value for r in df.itertuples()}
+    return {(r.sampler, r.nfe, r.metric): r.value for r in df.itertuples()}
 
 
 def test_run_fills_store_then_resumes_without_recomputing(tiny_suite, tmp_path, capsys):
@@ -37,7 +37,7 @@ def test_run_fills_store_then_resumes_without_recomputing(tiny_suite, tmp_path, 
     df = bench.load_results(str(store))
     assert list(df.columns[: len(COLUMNS)]) == COLUMNS
     assert set(df.metric) >= {"latency_ms_per_image", "latency_ms_batch1", "peak_memory_mb", "pixel_mean"}
-    counted = df.drop_duplicates(["sampler", "nfe_requested"]).set_index(["sampler", "nfe_requested"]).nfe_counted
+    counted = df.drop_duplicates(["sampler", "nfe"]).set_index(["sampler", "nfe"]).nfe_counted
     assert counted[("euler", 4)] == 4 and counted[("heun", 4)] == 7
     lat = df[df.metric == "latency_ms_per_image"]
     assert (lat.ci_low <= lat.value).all() and (lat.value <= lat.ci_high).all() and (lat.value > 0).all()
@@ -81,7 +81,7 @@ def test_bad_cells_fail_alone(tiny_suite, tmp_path, capsys):
     assert "segfaults nfe=2 res=4 hw=cpu: worker killed by SIGSEGV" in err
     assert "hangs nfe=2 res=4 hw=cpu: timed out after 8 s" in err
     df = bench.load_results(str(store))
-    status = df.drop_duplicates(["sampler", "nfe_requested"]).set_index(["sampler", "nfe_requested"]).status
+    status = df.drop_duplicates(["sampler", "nfe"]).set_index(["sampler", "nfe"]).status
     assert (status.xs(2, level=1) == "failed").all()
     assert (status[status.index.get_level_values(1) != 2] == "done").all()
     assert status[("hangs", 4)] == "done"  # the worker after a killed one starts fresh and carries on

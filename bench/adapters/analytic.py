@@ -32,7 +32,7 @@ class _AnalyticBase:
         self.guidance = guidance
         self.conditional = conditional
         self.info = SamplerInfo(
-            family=self.family, nfe=NFESupport(min=1), conditioning="class",
+            family=self.family, nfe=NFESupport(min=1), conditioning="class", guidance="cfg",
             description=self.__doc__.splitlines()[0] if self.__doc__ else "",
             version=f"analytic-{self.kind}-v2",  # v2: bench.runtime.to_uint8 (v1 rounded half to even)
             dtypes=self.dtypes, dtype_note=self.dtype_note,

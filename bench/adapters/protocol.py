@@ -54,6 +54,25 @@ class SamplerInfo:
     version: str = "0"  # changes when weights or sampling code change; part of the cell key
     dtype_note: str = ""  # why a dtype outside `dtypes` cannot be honoured (ends the skip reason)
     compile_note: str = ""  # why compile cannot be honoured (ends the skip reason)
+    # How a guidance scale w is used: "cfg" (classifier-free guidance: conditional + unconditional evaluation,
+    # both counted), "embedded" (w is an input of the network, e.g. LCM's w-embedding: no extra evaluation),
+    # "none" (no knob: distilled at one w). None: not declared; the value is passed on as req.guidance.
+    guidance: str | None = None
+    guidance_range: tuple[float, float] | None = None  # the w it accepts (for "none": the w it was distilled at)
+
+    def guidance_unsupported(self, w: float | None) -> str | None:
+        """None when the sampler can take guidance scale `w` (None: its default), else the reason it cannot."""
+        if w is None:
+            return None
+        if self.conditioning == "none":
+            return "guidance set but the sampler is unconditional"
+        lo, hi = self.guidance_range or (0.0, float("inf"))
+        if self.guidance == "none" and not lo <= w <= hi:
+            at = f"w = {lo:g}" if lo == hi else f"w in [{lo:g}, {hi:g}]"
+            return f"takes no guidance scale (distilled at {at}); guidance {w:g} is not available"
+        if not lo <= w <= hi:
+            return f"guidance {w:g} outside the range it supports [{lo:g}, {hi:g}] ({self.guidance or 'declared'})"
+        return None
 
     def unsupported(self, nfe: int, resolution: int, hw: HardwareSpec) -> str | None:
         """None when the sampler can run this cell, else the reason it cannot.

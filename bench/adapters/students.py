@@ -69,6 +69,7 @@ class _ZooStudent:
             family=self.family, nfe=self._nfe(self.meta.get("student", {})), resolutions=self.resolutions,
             conditioning="text", devices=("cpu", "cuda", "mps"), compile=False,
             compile_note="the zoo students' U-Net runs eagerly (the adapter does not compile it)",
+            guidance=self._guidance_mode(), guidance_range=self._guidance_range(self.meta.get("student", {})),
             description=(self.__doc__ or "").splitlines()[0], version=f"students-{SAMPLING_VERSION}-{self.model_name}-"
             f"{self._options_key()}-{digest}")
         self.device, self.dtype = torch.device("cpu"), torch.float32
@@ -77,6 +78,13 @@ class _ZooStudent:
     # -- per family
     def _nfe(self, student_meta: dict[str, Any]) -> NFESupport:
         raise NotImplementedError
+
+    def _guidance_mode(self) -> str:
+        return "none"  # distilled at one w (the teacher's, recorded in the checkpoint)
+
+    def _guidance_range(self, student_meta: dict[str, Any]) -> tuple[float, float]:
+        g = float(student_meta.get("guidance", 1.0))
+        return (g, g)
 
     def _options_key(self) -> str:
         return ""
@@ -254,6 +262,12 @@ class ZooLCM(_ZooStudent):
 
     def _nfe(self, student_meta: dict[str, Any]) -> NFESupport:
         return NFESupport(min=1, max=int(student_meta.get("original_steps", 50)))
+
+    def _guidance_mode(self) -> str:
+        return "embedded"  # w is an input of the U-Net: one evaluation per step whatever w is
+
+    def _guidance_range(self, student_meta: dict[str, Any]) -> tuple[float, float]:
+        return float(student_meta.get("w_min", 1.0)), float(student_meta.get("w_max", 1.0))
 
     def _options_key(self) -> str:
         return f"w{self.guidance}-clip{int(self.clip)}"

@@ -40,7 +40,7 @@ class _TeacherBase:
         self.shift = float(shift if shift is not None else self.default_shift)
         self.weights = weights
         self.info = SamplerInfo(
-            family="ode", nfe=NFESupport(min=1), resolutions=(16, 32), conditioning="text",
+            family="ode", nfe=NFESupport(min=1), resolutions=(16, 32), conditioning="text", guidance="cfg",
             description=(self.__doc__ or "").splitlines()[0],
             version=f"zoo-teacher-{self.solver}-shift{self.shift:g}-{_weights_tag(weights)}",
             compile=False, compile_note="the zoo teacher's U-Net runs eagerly (the adapter does not compile it)",

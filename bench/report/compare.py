@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 EvidenceMap = Mapping[str, Mapping[str, "Evidence"]]  # cell key -> metric -> per-image evidence
 
-CELL = ["sampler", "nfe_requested", "resolution", "hardware"]
+CELL = ["sampler", "nfe", "resolution", "hardware"]
 COLUMNS = [*CELL, "family", "metric", "higher_is_better", "status_a", "status_b", "reason_a", "reason_b",
            "value_a", "ci_low_a", "ci_high_a", "value_b", "ci_low_b", "ci_high_b", "delta", "delta_ci_low",
            "delta_ci_high", "rel_delta", "significant", "change", "ci_method"]
@@ -106,9 +106,9 @@ def compare_runs(df_a: pd.DataFrame, df_b: pd.DataFrame, evidence_a: EvidenceMap
         out["rel_delta"] = np.where(np.abs(a) > 0, delta / np.abs(a), np.nan)
     out["significant"] = (out["delta_ci_low"] > 0) | (out["delta_ci_high"] < 0)
     out["change"] = [_change(r) for r in out.itertuples(index=False)]
-    out["nfe_requested"] = out["nfe_requested"].astype(int)
+    out["nfe"] = out["nfe"].astype(int)
     out["resolution"] = out["resolution"].astype(int)
-    return out[COLUMNS].sort_values(["hardware", "resolution", "sampler", "nfe_requested", "metric"],
+    return out[COLUMNS].sort_values(["hardware", "resolution", "sampler", "nfe", "metric"],
                                     na_position="first", kind="stable").reset_index(drop=True)
 
 
@@ -165,7 +165,7 @@ def format_compare(cmp: pd.DataFrame, metrics: list[str] | None = None, max_rows
     head = ["cell", "metric", "A", "B", "delta [CI]", "CI", "change"]
     lines = [head]
     for r in rows.itertuples(index=False):
-        cell = f"{r.sampler}@{r.nfe_requested} r{r.resolution} {r.hardware}"
+        cell = f"{r.sampler}@{r.nfe} r{r.resolution} {r.hardware}"
         ci = "" if pd.isna(r.delta_ci_low) else f" [{_g(r.delta_ci_low)}, {_g(r.delta_ci_high)}]"
         rel = "" if pd.isna(r.rel_delta) else f" ({100 * r.rel_delta:+.1f}%)"
         qualifier = ""

@@ -22,7 +22,7 @@ from bench.errors import BenchError
 from bench.evidence import Evidence
 from bench.store import Store
 
-CELL_COLUMNS = ["sampler", "family", "nfe_requested", "nfe_counted", "resolution", "hardware", "status", "reason",
+CELL_COLUMNS = ["sampler", "family", "nfe", "nfe_counted", "resolution", "hardware", "status", "reason",
                 "cell_key", "reused", "samples_dir"]
 LATENCY_PREFERENCE = ("latency_ms_per_image", "latency_ms_batch1")
 # Quality metrics drawn against latency / NFE, in this order of preference (by name before any ':').
@@ -263,30 +263,31 @@ def metric_provenance(data: RunData) -> dict[str, dict[str, str]]:
 
 # -- suite text, dataset prompts, sample images ------------------------------------------------------
 
-def suite_info(suite_text: str | None) -> dict[str, Any]:
-    """base_seed, grid size and dataset of the suite text; {} when it cannot be read."""
-    if not suite_text:
-        return {}
+def suite_info(run: dict[str, Any]) -> dict[str, Any]:
+    """base_seed, grid size, dataset, description and samples of a run, read from its stored resolved suite
+    (`run_spec`); runs recorded before specs were stored fall back to the suite text. {} when neither reads."""
+    spec = run.get("run_spec")
+    if not isinstance(spec, dict):
+        spec = _plain_yaml(run.get("suite_text"))
     try:
-        from bench.suite import parse_suite
-
-        m = parse_suite(suite_text, "<suite of this run>").model
-        return {"base_seed": m.base_seed, "grid": m.report.grid, "dataset": m.dataset.name,
-                "dataset_options": m.dataset.options(), "description": m.description, "samples": m.samples}
-    except Exception:
-        pass
-    try:  # e.g. a plugin sampler that is not installed here: read the plain YAML instead
-        import yaml
-
-        raw = yaml.safe_load(suite_text)
-        ds = dict(raw.get("dataset") or {})
+        ds = dict(spec.get("dataset") or {})
         name = ds.pop("name", None)
         ds.setdefault("split", "eval")
-        return {"base_seed": int(raw.get("base_seed", 0)), "grid": int((raw.get("report") or {}).get("grid", 8)),
-                "dataset": name, "dataset_options": ds, "description": str(raw.get("description", "")),
-                "samples": raw.get("samples")}
-    except Exception:
+        return {"base_seed": int(spec.get("base_seed", 0)), "grid": int((spec.get("report") or {}).get("grid", 8)),
+                "dataset": name, "dataset_options": ds, "description": str(spec.get("description", "")),
+                "samples": spec.get("samples")}
+    except (AttributeError, TypeError, ValueError):
         return {}
+
+
+def _plain_yaml(text: str | None) -> dict[str, Any]:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text or "")
+    except yaml.YAMLError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def grid_captions(info: dict[str, Any], count: int) -> list[str] | None:

@@ -118,7 +118,7 @@ class _Ctx:
 
 def cell_label(cell: Any) -> str:
     """`sampler @ 4 NFE`, or `sampler @ 4 steps (7 NFE)` when the counted NFE differs from the steps."""
-    req = int(cell.nfe_requested)
+    req = int(cell.nfe)
     counted = cell.nfe_counted
     if counted is None or pd.isna(counted) or float(counted) == req:
         return f"{cell.sampler} @ {req} NFE"
@@ -127,7 +127,7 @@ def cell_label(cell: Any) -> str:
 
 def _nfe_x(cell: Any) -> float:
     c = cell.nfe_counted
-    return float(cell.nfe_requested) if c is None or pd.isna(c) else float(c)
+    return float(cell.nfe) if c is None or pd.isna(c) else float(c)
 
 
 def _group_cells(data: RunData, hardware: str, resolution: int, done_only: bool = True) -> pd.DataFrame:
@@ -144,7 +144,7 @@ def _group_id(hardware: str, resolution: int) -> str:
 
 def _ordered(cells: pd.DataFrame, data: RunData) -> list[Any]:
     order = {s: i for i, s in enumerate(data.samplers())}
-    return sorted(cells.itertuples(index=False), key=lambda r: (order.get(str(r.sampler), 0), int(r.nfe_requested)))
+    return sorted(cells.itertuples(index=False), key=lambda r: (order.get(str(r.sampler), 0), int(r.nfe)))
 
 
 def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, *, faded: bool = False,
@@ -189,7 +189,7 @@ def _floor_line(data: RunData, cells: list[Any], q: MetricInfo) -> tuple[float, 
 def render_report(data: RunData) -> str:
     ctx = _Ctx([data])
     judge = Judge(data)  # one PairedComparer for the whole report: each cell's replicates are computed once
-    info = suite_info(data.run.get("suite_text"))
+    info = suite_info(data.run)
     lat = data.latency_metric
     quality = data.plotted_quality
     groups = []
@@ -365,9 +365,9 @@ def _dominance(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo) -
     sentences = []
     for (w, phrase, note), losers in grouped.items():
         by_sampler: dict[str, list[int]] = {}
-        for j in sorted(losers, key=lambda j: (order.get(str(keep[j].sampler), 0), int(keep[j].nfe_requested))):
+        for j in sorted(losers, key=lambda j: (order.get(str(keep[j].sampler), 0), int(keep[j].nfe))):
             by_sampler.setdefault(str(keep[j].sampler), []).append(j)
-        parts = [f"{s} @ {', '.join(str(int(keep[j].nfe_requested)) for j in js)} "
+        parts = [f"{s} @ {', '.join(str(int(keep[j].nfe)) for j in js)} "
                  f"{'steps' if _steps_differ(keep, js) else 'NFE'}" for s, js in by_sampler.items()]
         sentences.append({"winner": cell_label(keep[w]), "winner_family": keep[w].family, "loser": "; ".join(parts),
                           "phrase": phrase, "note": note, "lat": ls[w].value})
@@ -400,19 +400,19 @@ def _paired_section(judge: Judge, cells: list[Any], quality: list[MetricInfo]) -
         by_sampler.setdefault(str(c.sampler), []).append(c)
     steps: list[dict[str, Any]] = []
     for sampler, cs in by_sampler.items():
-        cs = sorted(cs, key=lambda c: int(c.nfe_requested))
+        cs = sorted(cs, key=lambda c: int(c.nfe))
         for a, b in itertools.pairwise(cs):
             verdicts = [judge.quality(q, str(a.cell_key), str(b.cell_key)) for q in metrics]
             if all(v is None for v in verdicts):
                 continue
             steps.append({"sampler": sampler, "family": b.family, "a": cell_label(a), "b": cell_label(b),
-                          "a_steps": int(a.nfe_requested), "b_steps": int(b.nfe_requested),
+                          "a_steps": int(a.nfe), "b_steps": int(b.nfe),
                           "vals": [_verdict_cell(v) for v in verdicts]})
     per_nfe: list[dict[str, Any]] = []
     for q in metrics:
         rows: list[dict[str, Any]] = []
-        for n in sorted({int(c.nfe_requested) for c in cells}):
-            at_n = [c for c in cells if int(c.nfe_requested) == n and data.value(c.cell_key, q.name).ok]
+        for n in sorted({int(c.nfe) for c in cells}):
+            at_n = [c for c in cells if int(c.nfe) == n and data.value(c.cell_key, q.name).ok]
             if len(at_n) < 2:
                 continue
             pick = max if q.higher_is_better else min
@@ -431,7 +431,7 @@ def _paired_section(judge: Judge, cells: list[Any], quality: list[MetricInfo]) -
 
 
 def _steps_differ(keep: list[Any], idx: list[int]) -> bool:
-    return any(_nfe_x(keep[j]) != float(keep[j].nfe_requested) for j in idx)
+    return any(_nfe_x(keep[j]) != float(keep[j].nfe) for j in idx)
 
 
 def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[MetricInfo], lat: MetricInfo | None,
@@ -553,7 +553,7 @@ def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricIn
     for c in cells:
         k = str(c.cell_key)
         row: dict[str, Any] = {"sampler": c.sampler, "family": c.family, "colour": ctx.colour(c.family),
-                               "glyph": ctx.glyph(c.family), "steps": int(c.nfe_requested),
+                               "glyph": ctx.glyph(c.family), "steps": int(c.nfe),
                                "nfe": "" if c.nfe_counted is None or pd.isna(c.nfe_counted) else f"{float(c.nfe_counted):g}",
                                "nfe_v": _nfe_x(c), "status": c.status, "reason": c.reason or "",
                                "reused": bool(c.reused), "front": k in on_front, "vals": []}
@@ -682,7 +682,7 @@ def _delta_table(ctx: _Ctx, sub: pd.DataFrame, metric_order: list[str]) -> dict[
     metrics = [m for m in dict.fromkeys(metric_order) if m in set(sub["metric"].dropna())]
     hib = {m: sub[sub["metric"] == m]["higher_is_better"].dropna() for m in metrics}
     rows = []
-    for (sampler, nfe), grp in sub.groupby(["sampler", "nfe_requested"], sort=False):
+    for (sampler, nfe), grp in sub.groupby(["sampler", "nfe"], sort=False):
         first = grp.iloc[0]
         status = f"{first['status_a'] if pd.notna(first['status_a']) else '—'} → " \
                  f"{first['status_b'] if pd.notna(first['status_b']) else '—'}"

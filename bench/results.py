@@ -1,0 +1,39 @@
+"""The results table that `bench.load_results` and `bench export` return, and its column schema version."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pandas as pd
+
+# The export columns (bench.load_results, `bench export`): 2 renamed nfe_requested -> nfe (the axis: requested
+# steps; nfe_counted is the measured column) and added one column per extra axis and the `axes` JSON column.
+EXPORT_SCHEMA_VERSION = 2
+DEPRECATED_COLUMNS = {"nfe_requested": "nfe"}  # old name -> new name, readable with a FutureWarning for a release
+
+
+class Results(pd.DataFrame):
+    """The results table; a column read by its schema-1 name (`nfe_requested`) still works for one release,
+    with a FutureWarning naming the new one."""
+
+    @property
+    def _constructor(self) -> type:
+        return Results
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(_renamed(self, key))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in DEPRECATED_COLUMNS:
+            return self[name]
+        return super().__getattr__(name)
+
+
+def _renamed(df: Any, key: Any) -> Any:
+    if isinstance(key, str) and key in DEPRECATED_COLUMNS and key not in df.columns:
+        warnings.warn(f"results column {key!r} is now {DEPRECATED_COLUMNS[key]!r} (export schema "
+                      f"{EXPORT_SCHEMA_VERSION}); the old name stops working in the next release", FutureWarning,
+                      stacklevel=3)
+        return DEPRECATED_COLUMNS[key]
+    return key
