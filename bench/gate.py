@@ -132,7 +132,7 @@ def snapshot(store_path: str | Path, run_id: str | None = None, suite: str | Non
                 "reason": r["reason"] if isinstance(r["reason"], str) else None,
                 "cell_key": key, "reused": bool(r["reused"]), "metrics": {},
                 "evidence_metrics": (evidence.get(key) or {}).get("metrics", []),
-                "axes": json.loads(r["axes"]) if isinstance(r.get("axes"), str) and r["axes"] else None,
+                "axes": json.loads(r["cell_axes"]) if isinstance(r.get("cell_axes"), str) else None,
             }
             if cells[key]["axes"] is None:
                 cells[key]["axes"] = _axes(cells[key])

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 # The export columns (bench.load_results, `bench export`): 2 renamed nfe_requested -> nfe (the axis: requested
-# steps; nfe_counted is the measured column) and added one column per extra axis and the `axes` JSON column.
+# steps; nfe_counted is the measured column) and added one column per extra axis and `cell_axes` (every axis of the cell, JSON).
 EXPORT_SCHEMA_VERSION = 2
 DEPRECATED_COLUMNS = {"nfe_requested": "nfe"}  # old name -> new name, readable with a FutureWarning for a release
 

@@ -67,6 +67,23 @@ def unregister_axis(name: str) -> None:
     AXES.pop(name, None)
 
 
+ENTRY_POINT_GROUP = "bench.axes"  # a package's `[project.entry-points."bench.axes"] name = "module:AXIS_OBJECT"`
+
+
+def find_axis(name: str) -> Axis | None:
+    """The registered axis `name`, loading axes that installed packages declare (entry points) on first miss."""
+    if name not in AXES:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name == name and name not in AXES:
+                axis = ep.load()
+                if not isinstance(axis, Axis):
+                    raise ValueError(f"entry point {ep.value!r} (group {ENTRY_POINT_GROUP}) is not a bench.spec.Axis")
+                register_axis(axis)
+    return AXES.get(name)
+
+
 register_axis(Axis("guidance", "Guidance scale w: classifier-free guidance (2 evaluations per step), an "
                                "embedded w-condition (1), or none; per sampler in SamplerInfo.guidance.",
                    _guidance_value, _guidance_check, request_field="guidance"))
@@ -176,5 +193,5 @@ def axes_label(axes: Mapping[str, Any]) -> str:
     return "".join(f" {k}={_short(v)}" for k, v in axes.items() if k not in BUILTIN_AXES)
 
 
-__all__ = ["AXES", "BUILTIN_AXES", "SPEC_FORMAT", "Axis", "CellSpec", "axes_identity", "axes_label",
-           "register_axis", "unregister_axis", "variant_label"]
+__all__ = ["AXES", "BUILTIN_AXES", "ENTRY_POINT_GROUP", "SPEC_FORMAT", "Axis", "CellSpec", "axes_identity",
+           "axes_label", "find_axis", "register_axis", "unregister_axis", "variant_label"]

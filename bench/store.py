@@ -301,15 +301,15 @@ class Store:
         WHERE rc.run_id = ?
         ORDER BY rc.rowid, m.name
         """
-        q = q.replace("{axes}", "rc.axes" if self.schema_version >= 3 else "NULL AS axes")  # read-only old store
+        q = q.replace("{axes}", "rc.axes AS cell_axes" if self.schema_version >= 3 else "NULL AS cell_axes")  # read-only old store
         df = pd.read_sql_query(q, self.db, params=(run["suite"], run_id))
         df["higher_is_better"] = df["higher_is_better"].map(lambda v: None if pd.isna(v) else bool(v))
         df["reused"] = df["reused"].astype(bool)
         df["unstable"] = df["provenance"].map(_unstable)
         axes = [json.loads(a) if isinstance(a, str) and a else
                 {"nfe": int(n), "resolution": int(r), "hardware": h}
-                for a, n, r, h in zip(df["axes"], df["nfe"], df["resolution"], df["hardware"], strict=True)]
-        df["axes"] = [json.dumps(a) for a in axes]
+                for a, n, r, h in zip(df["cell_axes"], df["nfe"], df["resolution"], df["hardware"], strict=True)]
+        df["cell_axes"] = [json.dumps(a) for a in axes]  # not "axes": that is DataFrame.axes
         extra: list[str] = []
         for a in axes:
             extra += [k for k in a if k not in ("nfe", "resolution", "hardware") and k not in extra]

@@ -57,16 +57,18 @@ class DatasetSpec(_Strict):
 
 def _axis_values(name: str, values: Any) -> list[Any]:
     """A registered axis's values (bench.spec.AXES), each validated to its canonical form; duplicates refused."""
-    from bench.spec import AXES
+    from bench.spec import AXES, find_axis
 
-    if name not in AXES:
+    axis = find_axis(name)
+    if axis is None:
         known = ", ".join(["nfe", "resolution", "hardware", *sorted(AXES)])
-        raise ValueError(f"unknown axis {name!r} (axes: {known}; more with bench.spec.register_axis)")
+        raise ValueError(f"unknown axis {name!r} (axes: {known}; more with bench.spec.register_axis or the "
+                         "bench.axes entry point)")
     if not isinstance(values, list):
         values = [values]
     if not values:
         raise ValueError(f"{name} must list at least one value")
-    out = [AXES[name].validate(v) for v in values]
+    out = [axis.validate(v) for v in values]
     canon = [repr(v) for v in out]
     if len(set(canon)) != len(canon):
         raise ValueError(f"{name} has duplicate values")
