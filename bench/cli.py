@@ -31,7 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"results: {args.store}  (bench export --store {args.store} --run {summary.run_id})")
     from bench.report.command import report_after_run
 
-    report_after_run(args.suite, args.store, summary.run_id, args.set)
+    report_after_run(args.store, summary.run_id)
     if summary.failed:
         print(f"{len(summary.failed)} failed cell(s):", file=sys.stderr)
         for cell, err in summary.failed:

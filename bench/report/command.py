@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +40,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_after_run(suite_path: str | Path, store_path: str | Path, run_id: str | None,
-                     overrides: Sequence[str] = ()) -> Path | None:
-    """Write the suite's report after `bench run` (suite option report.enabled / report.out).
+def report_after_run(store_path: str | Path, run_id: str | None) -> Path | None:
+    """Write the run's report after `bench run`, as its stored resolved suite says (report.enabled / report.out).
 
     Never raises: the results are already committed, so a report problem is a one-line warning and the
     run keeps its exit code. Returns the path written, or None.
     """
+    if run_id is None:
+        return None
     try:
-        from bench.suite import load_suite
+        from bench.store import Store
 
-        suite = load_suite(suite_path, overrides)
-        spec = suite.model.report
-        if not spec.enabled or run_id is None:
+        with Store(store_path, readonly=True) as store:
+            run = store.run(run_id)
+        spec = (run.get("run_spec") or {}).get("report") or {}
+        if not spec.get("enabled", True):
             return None
         from bench.report.html import write_report
 
-        path = write_report(store_path, run_id=run_id, out=spec.out or f"reports/{suite.name}.html")
+        path = write_report(store_path, run_id=run_id, out=spec.get("out") or f"reports/{run['suite']}.html")
     except Exception as e:  # the run's results are safe in the store; say so and go on
         line = (str(e).splitlines() or [""])[0]
         print(f"warning: the report was not written ({type(e).__name__}: {line}); the results are in {store_path}: "
