@@ -44,6 +44,12 @@ class Knob:
     set: Callable[[Any], None]
 
 
+def _set_grad_enabled(on: Any) -> None:
+    import torch
+
+    torch.set_grad_enabled(bool(on))  # also a context manager class; called, it sets the global mode
+
+
 def knobs() -> list[Knob]:
     """Every knob `cell_runtime` snapshots and restores, in the order they are applied."""
     import torch
@@ -51,7 +57,7 @@ def knobs() -> list[Knob]:
     return [
         Knob("threads", torch.get_num_threads, torch.set_num_threads),
         Knob("default_dtype", torch.get_default_dtype, torch.set_default_dtype),
-        Knob("grad_enabled", torch.is_grad_enabled, torch.set_grad_enabled),
+        Knob("grad_enabled", torch.is_grad_enabled, _set_grad_enabled),
     ]
 
 

@@ -173,7 +173,8 @@ def denoise_lcm(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor, T: int = T_
     no-ops, so float32 output is unchanged bit for bit."""
     t32 = t.float().reshape(-1, *([1] * (x.dim() - 1)))
     c_skip, c_out = lcm_scalings(T * (1 - t32) - 1, timestep_scaling)
-    tc, c_skip, c_out, scale = (v.to(x.dtype) for v in (t32, c_skip, c_out, vp_scale(t32)))
+    scale32 = torch.as_tensor(vp_scale(t32))
+    tc, c_skip, c_out, scale = (v.to(x.dtype) for v in (t32, c_skip, c_out, scale32))
     x1_hat = x + (1 - tc) * out
     if clip is not None:
         x1_hat = x1_hat.clamp(-clip, clip)
