@@ -15,6 +15,7 @@ import pytest
 
 import bench
 from bench.cli import main
+from tests._paths import SUITES, bench_env
 
 COLUMNS = ["run_id", "suite", "sampler", "family", "nfe", "nfe_counted", "resolution", "hardware",
            "status", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
@@ -140,7 +141,7 @@ def test_sigkill_midway_then_resume_computes_each_cell_once(tiny_suite, tmp_path
     suite = tiny_suite("- {id: slow, adapter: 'tests.plugins.crashy:SlowSampler', "
                        "options: {components: 4, delay: 0.3}, nfe: [1, 2, 3, 4, 5, 6]}")
     store = tmp_path / "r.sqlite"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = bench_env()
     cmd = [sys.executable, "-m", "bench", "run", str(suite), "--store", str(store), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -205,12 +206,12 @@ def test_unsupported_cells_are_skipped_with_reason(write_suite, capsys):
 
 @pytest.mark.slow
 def test_smoke_suite_dry_run_counts_product(capsys):
-    assert main(["run", "--dry-run", "suites/smoke.yaml"]) == 0
+    assert main(["run", "--dry-run", str(SUITES / "smoke.yaml")]) == 0
     out = capsys.readouterr().out
     assert "18 cells: 9 planned, 9 skipped" in out
 
 
-@pytest.mark.parametrize("path", sorted(Path("suites").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_suite_validates_and_plans(path):
     """A shipped suite must stay valid as the schema and adapters change: every cell planned or skipped with a reason."""
     from bench.plan import plan

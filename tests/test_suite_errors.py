@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from bench.cli import main
+from tests._paths import bench_env
 
 GOOD = """\
 name: ok
@@ -102,7 +103,7 @@ def test_huge_file_refused(write_suite, capsys):
 
 def test_cli_process_prints_no_traceback(write_suite):
     path = write_suite(GOOD.replace("nfe: [1, 2]", "nfe: [0]"))
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--dry-run", str(path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--dry-run", str(path)], capture_output=True, env=bench_env(),
                           text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
