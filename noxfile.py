@@ -73,8 +73,8 @@ MUTMUT = "mutmut==3.8.1"
 # The modules `nox -s mutants` scores ([tool.mutmut] in pyproject.toml lists them with the tests that protect them)
 # and the share of their mutants the tests must kill (issue 19; docs/mutation.md records the last scores).
 MUTATION_GOALS = {"bench.metrics.frechet": 0.9, "bench.metrics.fd": 0.9, "bench.metrics.bootstrap": 0.9,
-                  "bench.metrics.fidelity": 0.9, "bench.adapters.protocol": 0.9, "bench.metrics.nfe": 0.9,
-                  "bench.plan": 0.9, "bench.store": 0.9}
+                  "bench.metrics.fidelity": 0.9, "bench.runtime": 0.9, "bench.metrics.nfe": 0.9,
+                  "bench.spec": 0.9, "bench.plan": 0.9, "bench.store": 0.9}
 
 
 @nox.session(venv_backend="venv")
