@@ -67,3 +67,53 @@ def gate(session: nox.Session) -> None:
     # a failed cell exits 1 here; the gate reports it (as a regression if it passed in the baseline)
     session.run("bench", "run", CI_SUITE, "--store", CI_STORE, "--no-progress", success_codes=[0, 1])
     session.run("bench", "gate", "--baseline", CI_BASELINE, "--store", CI_STORE, *session.posargs)
+
+
+MUTMUT = "mutmut==3.8.1"
+# The modules `nox -s mutants` scores ([tool.mutmut] in pyproject.toml lists them with the tests that protect them)
+# and the share of their mutants the tests must kill (issue 19; docs/mutation.md records the last scores).
+MUTATION_GOALS = {"bench.metrics.frechet": 0.9, "bench.metrics.fd": 0.9, "bench.metrics.bootstrap": 0.9,
+                  "bench.metrics.fidelity": 0.9, "bench.runtime": 0.9, "bench.metrics.nfe": 0.9,
+                  "bench.spec": 0.9, "bench.plan": 0.9, "bench.store": 0.9}
+
+
+@nox.session(venv_backend="venv")
+def mutants(session: nox.Session) -> None:
+    """Mutation testing of the numeric core with mutmut, then a kill-score table per module.
+
+    Its own venv: torch pinned as the README installs it (so pip never pulls another torch), the package with
+    its dev extras, and mutmut. Hours for the whole core on a 2-core machine: run it weekly or before a release,
+    not in `.ci/run`. Narrow it with mutmut's name globs: `nox -s mutants -- "bench.metrics.bootstrap.*"`."""
+    if session.venv_backend != "none":  # `--no-venv`: an environment that has mutmut already
+        session.install("torch==2.14.1", "torchvision==0.29.1")
+        session.install("-e", ".[dev]")
+        session.install(MUTMUT)
+    session.env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})  # no thread pools to hang a fork
+    session.run("mutmut", "run", *session.posargs, success_codes=[0, 1])
+    out = session.run("mutmut", "results", "--all", "true", silent=True) or ""
+    _mutation_table(session, str(out))
+
+
+def _mutation_table(session: nox.Session, results: str) -> None:
+    """`mutmut results --all true` lines (`    bench.x.x_fn__mutmut_3: survived`) -> a score table per module.
+
+    Score = killed / (killed + survived + no tests): a mutant no selected test even calls protects nothing."""
+    per: dict[str, dict[str, int]] = {}
+    for line in results.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if not sep or "__mutmut_" not in name:
+            continue
+        counts = per.setdefault(name.split("__mutmut_")[0].rsplit(".", 1)[0], {})
+        counts[status] = counts.get(status, 0) + 1
+    rows = ["| module | killed | survived | no tests | other | score | goal |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for module, counts in sorted(per.items()):
+        killed = counts.get("killed", 0) + counts.get("caught by type check", 0)
+        survived, untested = counts.get("survived", 0), counts.get("no tests", 0)
+        other = sum(counts.values()) - killed - survived - untested  # timeout, suspicious, skipped, not checked
+        scored = killed + survived + untested
+        score = f"{100 * killed / scored:.0f} %" if scored else "-"
+        goal = MUTATION_GOALS.get(module)
+        rows.append(f"| {module} | {killed} | {survived} | {untested} | {other} | {score} | "
+                    f"{'' if goal is None else f'{100 * goal:.0f} %'} |")
+    session.log("mutation score per module (the surviving mutants: `mutmut results`, one: `mutmut show NAME`):\n"
+                + "\n".join(rows))

@@ -62,3 +62,13 @@ def tiny_suite(write_suite):
         return write_suite(body, name)
 
     return make
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse-order", action="store_true",
+                     help="run the collected tests in reverse order (a check that no test needs another's leftovers)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse-order"):
+        items.reverse()

@@ -9,6 +9,7 @@ import sys
 import bench
 from bench.cli import main
 from bench.hardware import HardwareSpec
+from tests._paths import bench_env
 
 
 def test_schema_is_json_schema_with_all_sections(tmp_path, capsys):
@@ -36,11 +37,12 @@ def test_doctor_prints_fingerprint(capsys):
 
 
 def test_help_explains_commands():
-    out = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, check=True,
+                         env=bench_env()).stdout
     for cmd in ("run", "export", "list", "doctor", "schema", "zoo"):
         assert cmd in out
     run_help = subprocess.run([sys.executable, "-m", "bench", "run", "--help"], capture_output=True, text=True,
-                              check=True).stdout
+                              check=True, env=bench_env()).stdout
     assert "--dry-run" in run_help and "--force" in run_help and "Exit 0" in run_help
 
 

@@ -58,6 +58,23 @@ def test_doctor_rows_for_configured_models() -> None:
     assert all(ok for name, ok, _ in rows if "tiny:" in name)
 
 
+def test_a_tiny_spec_is_present_only_if_it_names_a_real_tiny_model(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # `bench doctor` reports every tiny: row "ok" only because is_present says so: a typo must not pass
+    from bench.adapters.hf import tiny
+    from bench.adapters.hf.weights import is_present
+
+    monkeypatch.setenv(tiny.ENV_VAR, str(tmp_path))
+    ok, detail = is_present("tiny:sdxl-nope")
+    assert not ok and "unknown tiny model 'tiny:sdxl-nope'" in detail and "sdxl" in detail
+    assert is_present("tiny:sdxl")[0] and "built on first use" in is_present("tiny:sdxl")[1]  # not built yet
+    (tmp_path / "sdxl").mkdir()
+    (tmp_path / "sdxl" / "unet_1step.safetensors").write_bytes(b"")
+    assert is_present("tiny:sdxl/unet_1step.safetensors") == (True, str(tmp_path / "sdxl" / "unet_1step.safetensors"))
+    ok, detail = is_present("tiny:sdxl/unet_3step.safetensors")
+    assert not ok and "unet_3step.safetensors does not exist" in detail
+
+
 def _fake_cache(root: Path, repo: str, files: list[str]) -> Path:
     """A Hugging Face cache entry laid out as huggingface_hub writes it (refs/main -> snapshots/<commit>)."""
     folder = root / ("models--" + repo.replace("/", "--"))

@@ -53,6 +53,7 @@ class Spec:
     n: int = 256
     unstable: bool = False
     space: dict = field(default_factory=lambda: dict(PIXELS))
+    clip: float | None = None  # a higher-is-better metric (+-0.2 interval), when set
 
 
 def standard() -> list[Spec]:
@@ -87,6 +88,8 @@ def write_run(path: Path, specs: list[Spec], suite_text: str = SUITE, suite_hash
                 MetricResult("calibration_ms", s.calibration, False, s.calibration * 0.98, s.calibration * 1.02, 20,
                              {"workload": "test"}),
             ]
+            if s.clip is not None:
+                metrics.append(MetricResult("clip_score", s.clip, True, s.clip - 0.2, s.clip + 0.2, s.n, prov))
             failed = s.status == "failed"
             st.commit_cell(run_id, cell, CellResult(
                 key=cell.key, status=s.status, error="RuntimeError: boom" if failed else None,
@@ -222,6 +225,53 @@ def test_unfinished_cell_fails_and_baseline_failure_now_done_is_new(tmp_path):
     assert code == 1
     assert failing(res) == {(f"euler nfe=8 res=8 hw={HW}", "cell")}
     assert any(c.status == "NEW" and c.cell.startswith("euler nfe=1 ") for c in res.checks)
+
+
+def test_cell_missing_from_the_run_fails(tmp_path, baseline):
+    # docs/ci.md: a cell done in the baseline that the run "did not finish" fails, and a cell the run never
+    # planned (absent altogether) did not finish either
+    specs = [s for s in standard() if (s.sampler, s.nfe) != ("oracle", 2)]  # off the front: only the cell fails
+    code, res = gate(tmp_path, baseline, specs)
+    assert code == 1
+    assert failing(res) == {(f"oracle nfe=2 res=8 hw={HW}", "cell")}
+
+
+def _gate_with(tmp_path: Path, gates: str, base: list[Spec], run: list[Spec], name: str = "run"):
+    """Baseline and run from the same suite with this `gates:` section (no built-in rules, no front gate)."""
+    text = SUITE + "gates:\n  defaults: false\n  metrics:\n" + textwrap.indent(textwrap.dedent(gates), "    ")
+    write_run(tmp_path / f"{name}-base.sqlite", base, suite_text=text)
+    save_baseline(tmp_path / f"{name}-base.sqlite", tmp_path / f"{name}-base.json")
+    return gate(tmp_path, tmp_path / f"{name}-base.json", run, name=name, suite_text=text)
+
+
+def test_higher_is_better_metric_fails_on_a_drop_not_on_a_rise(tmp_path):
+    # docs/ci.md: "Direction comes from each metric's higher_is_better" (clip_score: higher is better)
+    def with_clip(changed: float | None = None) -> list[Spec]:
+        specs = standard()
+        for s in specs:
+            s.clip = 30.0
+        if changed is not None:
+            specs[2].clip = changed  # euler nfe=4
+        return specs
+
+    rule = "clip_score: {abs_tol: 0.5}\n"
+    code, res = _gate_with(tmp_path, rule, with_clip(), with_clip(28.0), name="drop")
+    assert code == 1 and failing(res) == {(f"euler nfe=4 res=8 hw={HW}", "clip_score")}
+    code, res = _gate_with(tmp_path, rule, with_clip(), with_clip(32.0), name="rise")
+    assert code == 0, failing(res)
+    check = next(c for c in res.checks if c.metric == "clip_score" and c.cell.startswith("euler nfe=4 "))
+    assert check.status == "BETTER"
+
+
+def test_tolerance_is_the_larger_of_rel_tol_and_abs_tol(tmp_path):
+    # docs/ci.md: "worse than its tolerance (the larger of rel_tol x |baseline| and abs_tol)"; significance: none
+    # so the values alone decide. euler FD: nfe=1 4.0, nfe=4 1.0, nfe=8 0.5.
+    run = standard()
+    run[0].fd = 4.3  # +0.3: beyond abs_tol 0.2, inside rel_tol 10% of 4.0 = 0.4 -> passes
+    run[2].fd = 1.15  # +0.15: beyond rel_tol 10% of 1.0 = 0.1, inside abs_tol 0.2 -> passes
+    run[3].fd = 0.75  # +0.25: beyond both (0.05 and 0.2) -> fails
+    code, res = _gate_with(tmp_path, "fd: {rel_tol: 0.1, abs_tol: 0.2, significance: none}\n", standard(), run)
+    assert code == 1 and failing(res) == {(f"euler nfe=8 res=8 hw={HW}", "fd")}
 
 
 def test_more_counted_nfe_fails(tmp_path, baseline):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._paths import ROOT, bench_env
 
 
 def test_example_plugin_installs_lists_and_runs(tmp_path):
@@ -18,7 +16,7 @@ def test_example_plugin_installs_lists_and_runs(tmp_path):
          "--target", str(target), str(ROOT / "examples" / "bench-plugin-example")],
         check=True, capture_output=True, text=True,
     )
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    env = bench_env(target)
     listed = subprocess.run([sys.executable, "-m", "bench", "list", "samplers"], env=env, capture_output=True,
                             text=True, check=True)
     assert "example-damped-euler" in listed.stdout and "bench_plugin_example:DampedEuler" in listed.stdout

@@ -15,6 +15,7 @@ import pytest
 
 import bench
 from bench.cli import main
+from tests._paths import SUITES, bench_env
 
 COLUMNS = ["run_id", "suite", "sampler", "family", "nfe", "nfe_counted", "resolution", "hardware",
            "status", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
@@ -41,16 +42,65 @@ def test_run_fills_store_then_resumes_without_recomputing(tiny_suite, tmp_path, 
     assert counted[("euler", 4)] == 4 and counted[("heun", 4)] == 7
     lat = df[df.metric == "latency_ms_per_image"]
     assert (lat.ci_low <= lat.value).all() and (lat.value <= lat.ci_high).all() and (lat.value > 0).all()
-    assert len(list((tmp_path / "samples").glob("*/000.png"))) == 6
+    pngs = sorted((tmp_path / "samples").glob("*/*.png"))
+    assert len([p for p in pngs if p.name == "000.png"]) == 6
+    first = _quality(store)
+    written = {p: p.stat().st_mtime_ns for p in pngs}
 
-    t0 = time.perf_counter()
     assert main(["run", str(suite), "--store", str(store), "--no-progress"]) == 0
     assert "0 computed, 6 reused" in capsys.readouterr().out
-    assert time.perf_counter() - t0 < 15
-    assert _quality(store) == _quality(store)
+    resumed = bench.load_results(str(store))  # the second run's own rows
+    assert resumed.run_id.nunique() == 1 and resumed.run_id.iloc[0] != df.run_id.iloc[0]
+    assert resumed.reused.all()
+    assert _quality(store) == first  # the reused cells carry the first run's numbers
+    assert {p: p.stat().st_mtime_ns for p in pngs} == written  # no cell sampled again
 
     assert main(["run", str(suite), "--store", str(store), "--no-progress", "--force"]) == 0
     assert "6 computed, 0 reused" in capsys.readouterr().out
+    assert not bench.load_results(str(store)).reused.any()
+    assert _quality(store) == first  # recomputed from the same seeds: the same numbers
+
+
+def test_failed_cell_is_retried_on_resume(tiny_suite, tmp_path, capsys):
+    # Only finished cells are reused (README "How a run works"): a failed cell is run again by the next run.
+    suite = tiny_suite("- {id: raises, adapter: 'tests.plugins.crashy:RaisingSampler', options: {components: 4}}")
+    store = tmp_path / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(store), "--no-progress"]) == 1
+    capsys.readouterr()
+    assert main(["run", str(suite), "--store", str(store), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert "0 computed, 2 reused from earlier runs, 1 failed" in out
+    assert "raises nfe=2 res=4 hw=cpu: ValueError: boom at nfe 2" in err
+
+
+def test_editing_a_metric_option_recomputes_the_cells(tiny_suite, tmp_path, capsys):
+    # The cell-key contract (README): a key hashes everything that determines a cell's numbers, metric options
+    # included, so a run after such an edit measures again instead of reusing stale results.
+    suite = tiny_suite(EULER.replace("{components: 4}", "{components: 4}, nfe: [1]"))
+    store = tmp_path / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(store), "--no-progress"]) == 0
+    assert "1 computed, 0 reused" in capsys.readouterr().out
+    text = suite.read_text()
+    suite.write_text(text.replace("batch_sizes: [1, 4]", "batch_sizes: [1, 2]"))
+    assert main(["run", str(suite), "--store", str(store), "--no-progress"]) == 0
+    assert "1 computed, 0 reused" in capsys.readouterr().out
+    sizes = bench.load_results(str(store)).query("metric == 'latency_ms_per_image'").provenance.iloc[0]
+    assert '"batch_size": 2' in sizes
+
+
+def test_image_i_is_sampled_from_seed_base_seed_plus_i(tiny_suite, tmp_path):
+    # README fairness rule: image i of every sampler starts from the noise of seed base_seed + i, whatever the
+    # batch size. SeedEcho writes the seed it was handed into the image; the saved grid images show it.
+    from tests.plugins.seed_echo import decode
+
+    suite = tiny_suite("- {id: echo, adapter: 'tests.plugins.seed_echo:SeedEcho', options: {components: 4}, "
+                       "nfe: [1]}", samples=7)
+    store = tmp_path / "r.sqlite"
+    args = ["run", str(suite), "--store", str(store), "--no-progress",
+            "--set", "base_seed=1000", "--set", "batch_size=3", "--set", "report.grid=7"]
+    assert main(args) == 0
+    pngs = sorted((tmp_path / "samples").glob("*/*.png"))
+    assert [decode(p) for p in pngs] == [1000 + i for i in range(7)]
 
 
 def test_same_suite_same_numbers_in_fresh_store(tiny_suite, tmp_path):
@@ -91,7 +141,7 @@ def test_sigkill_midway_then_resume_computes_each_cell_once(tiny_suite, tmp_path
     suite = tiny_suite("- {id: slow, adapter: 'tests.plugins.crashy:SlowSampler', "
                        "options: {components: 4, delay: 0.3}, nfe: [1, 2, 3, 4, 5, 6]}")
     store = tmp_path / "r.sqlite"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = bench_env()
     cmd = [sys.executable, "-m", "bench", "run", str(suite), "--store", str(store), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -156,12 +206,12 @@ def test_unsupported_cells_are_skipped_with_reason(write_suite, capsys):
 
 @pytest.mark.slow
 def test_smoke_suite_dry_run_counts_product(capsys):
-    assert main(["run", "--dry-run", "suites/smoke.yaml"]) == 0
+    assert main(["run", "--dry-run", str(SUITES / "smoke.yaml")]) == 0
     out = capsys.readouterr().out
     assert "18 cells: 9 planned, 9 skipped" in out
 
 
-@pytest.mark.parametrize("path", sorted(Path("suites").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_suite_validates_and_plans(path):
     """A shipped suite must stay valid as the schema and adapters change: every cell planned or skipped with a reason."""
     from bench.plan import plan

@@ -11,8 +11,8 @@ from bench.adapters.protocol import SampleRequest
 from bench.adapters.students import ZooAdversarial, ZooConsistency, ZooFlowMap, ZooLCM
 from bench.adapters.teacher import TeacherEuler
 from bench.hardware import HardwareSpec
+from bench.metrics.frechet import frechet_distance
 from bench.zoo import checkpoints, cli_impl, shapes, shapes_clip
-from bench.zoo.quality import frechet_distance
 from bench.zoo.students.train import SHIPPED
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from bench.cli import main
+from tests._paths import bench_env
 
 GOOD = """\
 name: ok
@@ -34,6 +35,10 @@ CASES = {
     "unknown_sampler_key": (GOOD.replace("adapter: analytic-euler", "adapter: analytic-euler\n    stepz: 3"), 7,
                             "samplers.0.stepz", "unknown key"),
     "wrong_type": (GOOD.replace("samples: 8", "samples: many"), 3, "samples", "integer"),
+    # the line is the key's, also when its value sits on the next line
+    "wrong_type_value_below_key": (GOOD.replace("samples: 8", "samples:\n  many"), 3, "samples", "integer"),
+    "bad_value_in_block_sequence": (GOOD.replace("nfe: [1, 2]", "nfe:\n    - 1\n    -\n      -3"), 8, "axes.nfe",
+                                    "positive"),
     "zero_nfe": (GOOD.replace("nfe: [1, 2]", "nfe: [0, 2]"), 8, "axes.nfe", "positive"),
     "negative_nfe": (GOOD.replace("nfe: [1, 2]", "nfe: [1, -2]"), 8, "axes.nfe", "positive"),
     "unknown_adapter": (GOOD.replace("analytic-euler", "no-such-sampler"), 6, "samplers.0.adapter", "unknown adapter"),
@@ -74,6 +79,17 @@ def test_malformed_suite_one_line_exit_2(case, write_suite, capsys):
     assert fragment.lower() in m.group(2).lower(), err
 
 
+def test_several_problems_report_the_first_and_count_the_rest(write_suite, capsys):
+    # one line per suite (exit 2), but the user learns there is more to fix than the first problem
+    path = write_suite(GOOD.replace("samples: 8", "samples: many") + "colour: blue\nshade: red\n")
+    assert main(["run", "--dry-run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("(+2 more)"), err
+    path = write_suite(GOOD.replace("samples: 8", "samples: many"))
+    assert main(["run", "--dry-run", str(path)]) == 2
+    assert "more)" not in capsys.readouterr().err  # a single problem has no count
+
+
 def test_good_suite_passes(write_suite, capsys):
     assert main(["run", "--dry-run", str(write_suite(GOOD))]) == 0
     assert "2 cells: 2 planned, 0 skipped" in capsys.readouterr().out
@@ -87,7 +103,7 @@ def test_huge_file_refused(write_suite, capsys):
 
 def test_cli_process_prints_no_traceback(write_suite):
     path = write_suite(GOOD.replace("nfe: [1, 2]", "nfe: [0]"))
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--dry-run", str(path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--dry-run", str(path)], capture_output=True, env=bench_env(),
                           text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

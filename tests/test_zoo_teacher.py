@@ -131,7 +131,12 @@ def test_train_smoke_records_recipe(tmp_path: Path) -> None:
     recipe = train_teacher(tmp_path, "cpu", log=lambda m: None, steps=2, batch=4, batch32=2, warmup=1)
     entry = cli_impl.record(tmp_path, "teacher", recipe)
     assert entry["recipe"]["steps"] == 2 and entry["recipe"]["hardware"]["device"] == "cpu"
-    assert cli_impl.verify(tmp_path)[0] == ("teacher", True, cli_impl.verify(tmp_path)[0][2])
+    name, ok, message = cli_impl.verify(tmp_path)[0]
+    assert (name, ok) == ("teacher", True) and "ok" in message
+    weights = tmp_path / entry["file"]
+    weights.write_bytes(weights.read_bytes() + b"\0")  # a changed file no longer verifies
+    name, ok, message = cli_impl.verify(tmp_path)[0]
+    assert (name, ok) == ("teacher", False) and "does not match" in message
     assert "teacher" in cli_impl.card(tmp_path)
 
 

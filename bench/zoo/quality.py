@@ -1,10 +1,10 @@
 """Measured quality of the zoo models: Fréchet distance in shapes-clip space, noise floor, CLIP score.
 
 This is the zoo's own small evaluation (used to fill the manifest and `bench zoo card`); the harness's
-metrics live in `bench.metrics`. FD: features accumulated in float64,
-FD = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a^1/2 S_b S_a^1/2)^1/2), the square root taken through
-symmetric eigenvalues (no sqrtm). Noise floor: FD between the reference set (eval items 0..N-1) and a
-disjoint reference set of the same size (items N..2N-1). Excess FD = FD - floor.
+metrics live in `bench.metrics`. FD is the harness's own (`bench.metrics.frechet.frechet_distance`: float64
+statistics, symmetric eigenvalues, no sqrtm), so a zoo card and a bench run compute it one way. Noise floor:
+FD between the reference set (eval items 0..N-1) and a disjoint reference set of the same size (items
+N..2N-1). Excess FD = FD - floor.
 """
 
 from __future__ import annotations
@@ -15,31 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from bench.metrics.frechet import frechet_distance
 from bench.runtime import to_uint8
 from bench.zoo import checkpoints, shapes, shapes_clip
 from bench.zoo.teacher import generate, load_teacher
 
 SEED_BASES = (0, 1_000_000, 2_000_000)
-
-
-def stats(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    f = np.asarray(features, dtype=np.float64)
-    mu = f.mean(0)
-    d = f - mu
-    return mu, d.T @ d / (len(f) - 1)
-
-
-def frechet_distance(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    mu1, s1 = stats(a)
-    mu2, s2 = stats(b)
-    w, v = np.linalg.eigh(s1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = root1 @ s2 @ root1
-    tr_cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_cross)
 
 
 def evaluate_teacher(folder: Path, device: str = "cpu", n: int = 2000, quick: bool = False,

@@ -179,11 +179,16 @@ def is_present(spec: str, kind: str = "model") -> tuple[bool, str]:
     kind: model (a pipeline folder), vae, lora (a folder with pytorch_lora_weights.safetensors), file, local."""
     spec = str(spec)
     if spec.startswith(TINY):
-        from bench.adapters.hf.tiny import tiny_root
+        from bench.adapters.hf.tiny import KINDS, tiny_root
 
-        kind_name = spec[len(TINY):].split("/")[0]
+        kind_name, _, rest = spec[len(TINY):].partition("/")
+        if kind_name not in KINDS:
+            return False, f"unknown tiny model 'tiny:{kind_name}' (kinds: {', '.join(KINDS)})"
         folder = tiny_root() / kind_name
-        return True, f"built on first use under {folder}" if not folder.exists() else str(folder)
+        if not folder.exists():  # its files are known once built; the build needs no network
+            return True, f"built on first use under {folder}"
+        path = folder / rest if rest else folder
+        return (True, str(path)) if path.exists() else (False, f"{path} does not exist in the built tiny:{kind_name}")
     if kind == "local" or _looks_local(spec):
         p = Path(spec).expanduser()
         return p.exists(), str(p) if p.exists() else f"{p} does not exist"

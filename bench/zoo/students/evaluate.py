@@ -35,7 +35,7 @@ HEUN_STEPS = (2, 4, 8, 16)
 
 
 def _fd(a: torch.Tensor, b: torch.Tensor) -> float:
-    from bench.zoo.quality import frechet_distance
+    from bench.metrics.frechet import frechet_distance
 
     return frechet_distance(a, b)
 
