@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import warnings
 from typing import Any
 
 import pandas as pd
+
+from bench.spec import BUILTIN_AXES
 
 # The export columns (bench.load_results, `bench export`): 2 renamed nfe_requested -> nfe (the axis: requested
 # steps; nfe_counted is the measured column) and added one column per extra axis and `cell_axes` (every axis of the cell, JSON).
@@ -37,3 +41,14 @@ def _renamed(df: Any, key: Any) -> Any:
                       stacklevel=3)
         return DEPRECATED_COLUMNS[key]
     return key
+
+
+def extra_axes(df: Any) -> list[str]:
+    """The axes of a results table beyond nfe / resolution / hardware (guidance, registered axes), in suite order:
+    from `df.attrs["axes"]` (Store.results), else from its `axes` JSON column; only those with a column."""
+    names = list(getattr(df, "attrs", {}).get("axes") or [])
+    if not names and "axes" in df.columns:
+        for text in df["axes"].dropna().unique():
+            with contextlib.suppress(TypeError, ValueError, AttributeError):
+                names += [k for k in json.loads(text) if k not in names]
+    return [a for a in names if a not in BUILTIN_AXES and a in df.columns]

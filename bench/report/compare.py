@@ -26,16 +26,33 @@ if TYPE_CHECKING:
     from bench.analysis import PairedComparer
     from bench.evidence import Evidence
 
+from bench.results import extra_axes
+from bench.spec import axes_label
+
 EvidenceMap = Mapping[str, Mapping[str, "Evidence"]]  # cell key -> metric -> per-image evidence
 
-CELL = ["sampler", "nfe", "resolution", "hardware"]
+# A cell is matched across runs by these and `slice`: its values of the extra axes (guidance, registered axes) as
+# text, `guidance=1.5`, '' without any; the extra axes also get a column each.
+CELL = ["sampler", "nfe", "resolution", "hardware", "slice"]
 COLUMNS = [*CELL, "family", "metric", "higher_is_better", "status_a", "status_b", "reason_a", "reason_b",
            "value_a", "ci_low_a", "ci_high_a", "value_b", "ci_low_b", "ci_high_b", "delta", "delta_ci_low",
            "delta_ci_high", "rel_delta", "significant", "change", "ci_method"]
 
 
-def _cells(df: pd.DataFrame) -> pd.DataFrame:
-    c = df.drop_duplicates("cell_key")[[*CELL, "family", "status", "reason"]]
+def _with_slice(df: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """`df` with a column per extra axis in `axes` (None where it has none) and the `slice` text they make."""
+    df = pd.DataFrame(df).copy()
+    for a in axes:
+        if a not in df.columns:
+            df[a] = None
+    rows = df[axes].itertuples(index=False, name=None) if axes else ((),) * len(df)
+    df["slice"] = [axes_label({a: v for a, v in zip(axes, vals, strict=True) if v is not None and not pd.isna(v)})
+                   .strip() for vals in rows]
+    return df
+
+
+def _cells(df: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    c = df.drop_duplicates("cell_key")[[*CELL, *axes, "family", "status", "reason"]]
     return c.drop_duplicates(CELL, keep="last")
 
 
@@ -70,12 +87,17 @@ def compare_runs(df_a: pd.DataFrame, df_b: pd.DataFrame, evidence_a: EvidenceMap
     (bench.analysis, from the cells' per-image evidence `evidence_a/b`, keyed by cell key then metric),
     'unpaired' (the conservative combined interval) or None (no interval).
 
-    Cells are matched on sampler, requested NFE, resolution and hardware. A cell measured in neither run gets
-    one row with metric None (so skipped/failed cells and their reasons are still listed)."""
-    ca, cb = _cells(df_a), _cells(df_b)
+    Cells are matched on sampler, requested NFE, resolution, hardware and every extra axis (guidance, registered
+    axes: a column each, and `slice`, their values as text): a cell at w = 1.5 is never compared with one at w = 2.
+    A cell measured in neither run gets one row with metric None (so skipped/failed cells and their reasons are
+    still listed)."""
+    axes = list(dict.fromkeys([*extra_axes(df_a), *extra_axes(df_b)]))
+    df_a, df_b = _with_slice(df_a, axes), _with_slice(df_b, axes)
+    ca, cb = _cells(df_a, axes), _cells(df_b, axes)
     cells = ca.merge(cb, on=CELL, how="outer", suffixes=("_a", "_b"))
-    cells["family"] = cells["family_a"].combine_first(cells["family_b"])
-    cells = cells.drop(columns=["family_a", "family_b"])
+    for col in ("family", *axes):
+        cells[col] = cells[f"{col}_a"].combine_first(cells[f"{col}_b"])
+        cells = cells.drop(columns=[f"{col}_a", f"{col}_b"])
 
     ma, mb = _metrics(df_a), _metrics(df_b)
     m = ma.merge(mb, on=[*CELL, "metric"], how="outer", suffixes=("_a", "_b"))
@@ -108,7 +130,8 @@ def compare_runs(df_a: pd.DataFrame, df_b: pd.DataFrame, evidence_a: EvidenceMap
     out["change"] = [_change(r) for r in out.itertuples(index=False)]
     out["nfe"] = out["nfe"].astype(int)
     out["resolution"] = out["resolution"].astype(int)
-    return out[COLUMNS].sort_values(["hardware", "resolution", "sampler", "nfe", "metric"],
+    columns = [*COLUMNS[:len(CELL)], *axes, *COLUMNS[len(CELL):]]
+    return out[columns].sort_values(["hardware", "resolution", "sampler", "slice", "nfe", "metric"],
                                     na_position="first", kind="stable").reset_index(drop=True)
 
 
@@ -165,7 +188,8 @@ def format_compare(cmp: pd.DataFrame, metrics: list[str] | None = None, max_rows
     head = ["cell", "metric", "A", "B", "delta [CI]", "CI", "change"]
     lines = [head]
     for r in rows.itertuples(index=False):
-        cell = f"{r.sampler}@{r.nfe} r{r.resolution} {r.hardware}"
+        where = f" {r.slice}" if isinstance(getattr(r, "slice", None), str) and r.slice else ""
+        cell = f"{r.sampler}@{r.nfe} r{r.resolution} {r.hardware}{where}"
         ci = "" if pd.isna(r.delta_ci_low) else f" [{_g(r.delta_ci_low)}, {_g(r.delta_ci_high)}]"
         rel = "" if pd.isna(r.rel_delta) else f" ({100 * r.rel_delta:+.1f}%)"
         qualifier = ""

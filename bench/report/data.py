@@ -20,6 +20,8 @@ import pandas as pd
 from bench.analysis import Timing, timing_of
 from bench.errors import BenchError
 from bench.evidence import Evidence
+from bench.results import extra_axes
+from bench.spec import axes_label
 from bench.store import Store
 
 CELL_COLUMNS = ["sampler", "family", "nfe", "nfe_counted", "resolution", "hardware", "status", "reason",
@@ -128,6 +130,11 @@ class RunData:
     # cell key -> metric -> per-image evidence (bench.evidence); {} for a cell without any (a first-release store)
     evidence: dict[str, dict[str, Evidence]] = field(default_factory=dict)
     evidence_problems: dict[str, str] = field(default_factory=dict)  # cell key -> why its evidence is unreadable
+    # The axes beyond nfe / resolution / hardware (guidance, registered axes), in suite order: a cell is identified
+    # by its sampler and every one of them, so `cells` has a column per axis, `slice` (their values as text,
+    # '' without extra axes) and `line` (sampler + slice: one line in a plot, one row group in a table).
+    axes: list[str] = field(default_factory=list)
+    axis_values: dict[str, dict[str, Any]] = field(default_factory=dict)  # cell key -> extra axis -> value | None
 
     @property
     def run_id(self) -> str:
@@ -194,6 +201,16 @@ class RunData:
     def samplers(self) -> list[str]:
         return list(dict.fromkeys(str(s) for s in self.cells["sampler"]))
 
+    def slices(self) -> list[str]:
+        """The extra-axis value combinations (`guidance=1.5`), in axis-value order; [''] without extra axes."""
+        firsts = self.cells.drop_duplicates("slice")
+        order = sorted(range(len(firsts)), key=lambda i: _value_key([firsts[a].iloc[i] for a in self.axes]))
+        return [str(firsts["slice"].iloc[i]) for i in order] or [""]
+
+    def cell_axes(self, cell: Any) -> dict[str, Any]:
+        """A cell's values of the extra axes, in order (None where it has none)."""
+        return self.axis_values.get(str(cell.cell_key)) or dict.fromkeys(self.axes)
+
     def families(self) -> list[str]:
         return list(dict.fromkeys(str(s) for s in self.cells["family"].fillna("unknown")))
 
@@ -216,10 +233,38 @@ def load_run(store_path: str | Path, run_id: str | None = None, suite: str | Non
     return data
 
 
+def _plain(v: Any) -> Any:
+    """A cell's axis value as plain Python (None for a missing one; 2.0 read back as 2 where it is whole)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    return v
+
+
+def _value_key(values: list[Any]) -> tuple[Any, ...]:
+    """Sort key of axis values: numbers by value, then text; a missing value first."""
+    out: list[Any] = []
+    for v in map(_plain, values):
+        if v is None:
+            out.append((0, 0.0, ""))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append((1, float(v), ""))
+        else:
+            out.append((2, 0.0, str(v)))
+    return tuple(out)
+
+
 def from_frame(df: pd.DataFrame, run: dict[str, Any], store_path: Path) -> RunData:
-    cells = df.drop_duplicates("cell_key")[[c for c in CELL_COLUMNS if c in df.columns]].reset_index(drop=True)
+    axes = extra_axes(df)
+    wanted = [*CELL_COLUMNS[:CELL_COLUMNS.index("hardware") + 1], *axes, *CELL_COLUMNS[CELL_COLUMNS.index("hardware") + 1:]]
+    cells = df.drop_duplicates("cell_key")[[c for c in wanted if c in df.columns]].reset_index(drop=True)
     cells["family"] = cells["family"].fillna("unknown").astype(str)
     cells["sampler"] = cells["sampler"].astype(str)
+    values_of = [{a: _plain(v) for a, v in zip(axes, row, strict=True)} for row in
+                 cells[axes].itertuples(index=False, name=None)] if axes else [{} for _ in range(len(cells))]
+    cells["slice"] = [axes_label({a: v for a, v in vals.items() if v is not None}).strip() for vals in values_of]
+    cells["line"] = [f"{s} {sl}" if sl else s for s, sl in zip(cells["sampler"], cells["slice"], strict=True)]
     measured = df[df["metric"].notna()]
     metrics: dict[str, MetricInfo] = {}
     values: dict[tuple[str, str], Value] = {}
@@ -237,7 +282,8 @@ def from_frame(df: pd.DataFrame, run: dict[str, Any], store_path: Path) -> RunDa
             with contextlib.suppress(ValueError):
                 provenance[(str(r.cell_key), name)] = json.loads(prov)
     ordered = sorted(metrics.values(), key=lambda m: (KIND_ORDER.get(m.kind, 9), _base_rank(m), m.name))
-    return RunData(store_path, run, df, cells, ordered, values, provenance)
+    return RunData(store_path, run, df, cells, ordered, values, provenance, axes=axes,
+                   axis_values=dict(zip(cells["cell_key"].astype(str), values_of, strict=True)))
 
 
 def _base_rank(m: MetricInfo) -> int:

@@ -39,6 +39,7 @@ from bench.report.data import (
 )
 from bench.report.pareto import dominance_pairs, front_steps, pareto_front
 from bench.report.verdicts import Judge, intervals_overlap, latency_tie
+from bench.spec import axes_label
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_SENTENCES = 12
@@ -90,13 +91,14 @@ def _env() -> Any:
 # -- shared pieces ---------------------------------------------------------------------------------
 
 class _Ctx:
-    """Per-report helpers: style (colour/marker per family), ids for inlined SVGs, labels."""
+    """Per-report helpers: style (colour + marker per sampler, line style per line: a sampler's option variants and
+    extra-axis values), ids for inlined SVGs, labels."""
 
     def __init__(self, datas: Sequence[RunData]) -> None:
-        families = list(dict.fromkeys(f for d in datas for f in d.families()))
         pairs = list(dict.fromkeys((str(r.sampler), str(r.family)) for d in datas for r in d.cells.itertuples()))
-        self.style = plots.Style(plots.family_styles(families), plots.sampler_linestyles(pairs))
-        self.families = families
+        lines = list(dict.fromkeys((str(r.line), str(r.sampler)) for d in datas for r in _ordered(d.cells, d)))
+        self.style = plots.Style(plots.sampler_styles(pairs), plots.line_styles(lines))
+        self.samplers = list(dict.fromkeys((plots.base_sampler(s), f) for s, f in pairs))
         self.n_svg = 0
 
     def svg(self, svg: str, label: str) -> Any:
@@ -106,23 +108,29 @@ class _Ctx:
         return Markup(plots.inline_svg(svg, f"p{self.n_svg}", label))
 
     def legend(self) -> list[dict[str, str]]:
-        return [{"family": f, "colour": self.style.colours[f][0],
-                 "glyph": MARKER_GLYPH.get(self.style.colours[f][1], "●")} for f in self.families]
+        """One entry per base sampler (its variants share its colour and marker)."""
+        return [{"sampler": s, "family": f, "colour": self.colour(s), "glyph": self.glyph(s)} for s, f in self.samplers]
 
-    def colour(self, family: str) -> str:
-        return self.style.colours.get(family, ("#000", "o"))[0]
+    def colour(self, sampler: str) -> str:
+        return self._pair(sampler)[0]
 
-    def glyph(self, family: str) -> str:
-        return MARKER_GLYPH.get(self.style.colours.get(family, ("", "o"))[1], "●")
+    def glyph(self, sampler: str) -> str:
+        return MARKER_GLYPH.get(self._pair(sampler)[1], "●")
+
+    def _pair(self, sampler: str) -> tuple[str, str]:
+        c = self.style.colours
+        return c.get(sampler) or c.get(plots.base_sampler(sampler)) or ("#000", "o")
 
 
 def cell_label(cell: Any) -> str:
-    """`sampler @ 4 NFE`, or `sampler @ 4 steps (7 NFE)` when the counted NFE differs from the steps."""
+    """`sampler @ 4 NFE`, or `sampler @ 4 steps (7 NFE)` when the counted NFE differs from the steps; with extra
+    axes their values follow the sampler (`teacher-euler guidance=2 @ 4 steps (8 NFE)`)."""
     req = int(cell.nfe)
     counted = cell.nfe_counted
+    name = getattr(cell, "line", None) or cell.sampler
     if counted is None or pd.isna(counted) or float(counted) == req:
-        return f"{cell.sampler} @ {req} NFE"
-    return f"{cell.sampler} @ {req} steps ({float(counted):g} NFE)"
+        return f"{name} @ {req} NFE"
+    return f"{name} @ {req} steps ({float(counted):g} NFE)"
 
 
 def _nfe_x(cell: Any) -> float:
@@ -143,22 +151,34 @@ def _group_id(hardware: str, resolution: int) -> str:
 
 
 def _ordered(cells: pd.DataFrame, data: RunData) -> list[Any]:
+    """Plan order of samplers, then extra-axis values, then steps."""
     order = {s: i for i, s in enumerate(data.samplers())}
-    return sorted(cells.itertuples(index=False), key=lambda r: (order.get(str(r.sampler), 0), int(r.nfe)))
+    slices = {s: i for i, s in enumerate(data.slices())}
+    return sorted(cells.itertuples(index=False),
+                  key=lambda r: (order.get(str(r.sampler), 0), slices.get(str(r.slice), 0), int(r.nfe)))
+
+
+def _by_slice(data: RunData, cells: list[Any]) -> list[tuple[str, list[Any]]]:
+    """The cells of each extra-axis slice (`guidance=1.5`), in order; one ('', cells) without extra axes. Rankings
+    and verdicts compare cells within a slice only: a cell at w = 1 is never ranked against one at w = 2."""
+    out: dict[str, list[Any]] = {s: [] for s in data.slices()}
+    for c in cells:
+        out.setdefault(str(c.slice), []).append(c)
+    return [(s, cs) for s, cs in out.items() if cs]
 
 
 def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, *, faded: bool = False,
             suffix: str = "", mark_unstable: bool = False) -> list[plots.Series]:
-    """One Series per sampler: x = xmetric's value (or counted NFE when xmetric is None), y = ymetric.
-    `mark_unstable`: flag the points whose latency (x or y) is unstable, to be drawn hollow."""
+    """One Series per line (sampler and its extra-axis values): x = xmetric's value (or counted NFE when xmetric is
+    None), y = ymetric. `mark_unstable`: flag the points whose latency (x or y) is unstable, to be drawn hollow."""
     out: dict[str, plots.Series] = {}
     for c in cells:
         yv = data.value(c.cell_key, ymetric)
         xv = Value(_nfe_x(c)) if xmetric is None else data.value(c.cell_key, xmetric)
         if not (xv.ok and yv.ok):
             continue
-        s = out.setdefault(str(c.sampler), plots.Series(str(c.sampler), str(c.family), faded=faded,
-                                                        name=f"{c.sampler}{suffix}"))
+        s = out.setdefault(str(c.line), plots.Series(str(c.sampler), str(c.family), faded=faded,
+                                                     name=f"{c.line}{suffix}", line=str(c.line)))
         s.x.append(float(xv.value))  # type: ignore[arg-type]
         s.y.append(float(yv.value))  # type: ignore[arg-type]
         s.x_lo.append(xv.ci_low)
@@ -199,12 +219,17 @@ def render_report(data: RunData) -> str:
         g: dict[str, Any] = {"id": _group_id(hw, res), "hardware": hw, "resolution": res,
                              "title": f"{hw} · {res}×{res} px", "n_done": len(cells),
                              "n_other": len(all_cells) - len(cells)}
-        g["budgets"] = [_budget_table(judge, cells, q, lat) for q in quality] if lat else []
-        g["dominance"] = [_dominance(judge, cells, q, lat) for q in quality] if lat else []
+        slices = _by_slice(data, cells)  # rankings and verdicts within equal extra-axis values only
+        g["budget_sets"] = [{"where": f" · {sl}" if sl else "", "budgets": [_budget_table(judge, cs, q, lat)
+                                                                           for q in quality]}
+                            for sl, cs in slices] if lat else []
+        g["dominance"] = [_dominance(judge, cs, q, lat) | {"slice": sl} for sl, cs in slices for q in quality] \
+            if lat else []
         g["paired"] = _paired_section(judge, cells, quality)
         g["plots"] = _group_plots(ctx, data, cells, quality, lat, hw, res)
         g["table"] = _results_table(ctx, judge, all_cells, quality[0] if quality else None, lat)
         groups.append(g)
+    guidance = _guidance_section(ctx, data)
     memory = [m for m in data.metrics if m.kind == "memory"]
     memory_plots = _memory_plots(ctx, data, memory[0]) if memory else []
     not_measured = [
@@ -228,6 +253,8 @@ def render_report(data: RunData) -> str:
         "evidence": _evidence_note(data),
         "latency": lat.label if lat else None,
         "groups": groups,
+        "axes": data.axes,
+        "guidance": guidance,
         "memory_plots": memory_plots,
         "grids": _grids(ctx, data, info),
         "not_measured": not_measured,
@@ -337,7 +364,7 @@ def _dominance(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo) -
     keep, qs, ls = _points(data, cells, q, lat, stable_only=True)
     points = [(qv.value, lv.value) for qv, lv in zip(qs, ls, strict=True)]
     pairs = dominance_pairs(points, [bool(q.higher_is_better), False], only_front=True,
-                            groups=[str(c.sampler) for c in keep])
+                            groups=[str(c.line) for c in keep])
     timings = [data.timing(c.cell_key, lat.name) for c in keep]
     word_q = "higher" if q.higher_is_better else "lower"
     order = {s: i for i, s in enumerate(data.samplers())}
@@ -366,15 +393,15 @@ def _dominance(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo) -
     for (w, phrase, note), losers in grouped.items():
         by_sampler: dict[str, list[int]] = {}
         for j in sorted(losers, key=lambda j: (order.get(str(keep[j].sampler), 0), int(keep[j].nfe))):
-            by_sampler.setdefault(str(keep[j].sampler), []).append(j)
+            by_sampler.setdefault(str(keep[j].line), []).append(j)
         parts = [f"{s} @ {', '.join(str(int(keep[j].nfe)) for j in js)} "
                  f"{'steps' if _steps_differ(keep, js) else 'NFE'}" for s, js in by_sampler.items()]
         sentences.append({"winner": cell_label(keep[w]), "winner_family": keep[w].family, "loser": "; ".join(parts),
                           "phrase": phrase, "note": note, "lat": ls[w].value})
     sentences.sort(key=lambda x: x["lat"])
     front = pareto_front(points, [bool(q.higher_is_better), False])
-    dominated_samplers = sorted({str(keep[j].sampler) for j in range(len(keep)) if j not in front}
-                                - {str(keep[i].sampler) for i in front})
+    dominated_samplers = sorted({str(keep[j].line) for j in range(len(keep)) if j not in front}
+                                - {str(keep[i].line) for i in front})
     return {"metric": q.label, "sentences": sentences[:MAX_SENTENCES], "more": sentences[MAX_SENTENCES:],
             "front": [cell_label(keep[i]) for i in front_steps([float(lv.value) for lv in ls],  # type: ignore[arg-type]
                                                                [float(qv.value) for qv in qs],  # type: ignore[arg-type]
@@ -391,13 +418,14 @@ def _verdict_cell(v: Any) -> dict[str, str]:
 
 
 def _paired_section(judge: Judge, cells: list[Any], quality: list[MetricInfo]) -> dict[str, Any]:
-    """(a) per sampler, each step count against the next smaller one; (b) per requested step count, each sampler
-    against the best one there. Every verdict from bench.analysis (paired), or labelled unpaired."""
+    """(a) per line (sampler at given extra-axis values), each step count against the next smaller one; (b) per
+    requested step count and extra-axis values, each sampler against the best one there. Every verdict from
+    bench.analysis (paired), or labelled unpaired; a cell is never compared with one at other extra-axis values."""
     metrics = [q for q in quality if q.higher_is_better is not None]
     data = judge.data
     by_sampler: dict[str, list[Any]] = {}
     for c in cells:
-        by_sampler.setdefault(str(c.sampler), []).append(c)
+        by_sampler.setdefault(str(c.line), []).append(c)
     steps: list[dict[str, Any]] = []
     for sampler, cs in by_sampler.items():
         cs = sorted(cs, key=lambda c: int(c.nfe))
@@ -411,8 +439,10 @@ def _paired_section(judge: Judge, cells: list[Any], quality: list[MetricInfo]) -
     per_nfe: list[dict[str, Any]] = []
     for q in metrics:
         rows: list[dict[str, Any]] = []
-        for n in sorted({int(c.nfe) for c in cells}):
-            at_n = [c for c in cells if int(c.nfe) == n and data.value(c.cell_key, q.name).ok]
+        same_steps = [(n, [c for c in in_slice if int(c.nfe) == n]) for _, in_slice in _by_slice(data, cells)
+                      for n in sorted({int(c.nfe) for c in in_slice})]
+        for n, at_n in same_steps:
+            at_n = [c for c in at_n if data.value(c.cell_key, q.name).ok]
             if len(at_n) < 2:
                 continue
             pick = max if q.higher_is_better else min
@@ -464,6 +494,67 @@ def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[Metri
     return out
 
 
+GUIDANCE_AXIS = "guidance"
+
+
+def _guidance_section(ctx: _Ctx, data: RunData) -> dict[str, Any] | None:
+    """The guidance trade-off (the FD-vs-CLIP-score curve of distillation papers): per hardware x resolution panel,
+    FD (x) against CLIP score (y), one curve per sampler x steps (x the other extra axes) through its guidance
+    values, each point labelled with its w. None when the run sweeps no more than one guidance value or lacks FD or
+    CLIP score."""
+    if GUIDANCE_AXIS not in data.axes:
+        return None
+    fd = next((m for m in data.plotted_quality if m.base == "fd"), None)
+    clip = next((m for m in data.plotted_quality if m.base == "clip_score"), None)
+    done = data.cells[data.cells["status"] == "done"]
+    ws = {w for w in (data.cell_axes(c)[GUIDANCE_AXIS] for c in done.itertuples(index=False)) if w is not None}
+    if fd is None or clip is None or len(ws) < 2:
+        return None
+    others = [a for a in data.axes if a != GUIDANCE_AXIS]
+    plots_out, single = [], []
+    for hw, res in data.groups():
+        curves: dict[tuple[str, int, str], list[tuple[float, Any]]] = {}
+        for c in _ordered(_group_cells(data, hw, res), data):
+            axes = data.cell_axes(c)
+            w = axes[GUIDANCE_AXIS]
+            if w is None or not (data.value(c.cell_key, fd.name).ok and data.value(c.cell_key, clip.name).ok):
+                continue
+            rest = axes_label({a: axes[a] for a in others if axes[a] is not None}).strip()
+            curves.setdefault((str(c.sampler), int(c.nfe), rest), []).append((float(w), c))
+        series, linestyles = [], {}
+        steps = sorted({n for _, n, _ in curves})
+        for (sampler, n, rest), points in curves.items():
+            name = f"{sampler}{' ' + rest if rest else ''} @ {n} steps"
+            if len(points) < 2:
+                single.append(f"{name} ({hw}, {res}px)")
+                continue
+            points.sort(key=lambda p: p[0])
+            s = plots.Series(sampler, str(points[0][1].family), name=name, line=name)
+            for w, c in points:
+                xv, yv = data.value(c.cell_key, fd.name), data.value(c.cell_key, clip.name)
+                s.x.append(float(xv.value))  # type: ignore[arg-type]
+                s.y.append(float(yv.value))  # type: ignore[arg-type]
+                s.x_lo.append(xv.ci_low)
+                s.x_hi.append(xv.ci_high)
+                s.y_lo.append(yv.ci_low)
+                s.y_hi.append(yv.ci_high)
+                s.labels.append(f"w={w:g}")
+            series.append(s)
+            linestyles[name] = plots.LINESTYLES[steps.index(n) % len(plots.LINESTYLES)]
+        if not series:
+            continue
+        title = f"{fd.label} vs {clip.label} across guidance ({hw}, {res}px)"
+        style = plots.Style(ctx.style.colours, linestyles)  # sampler colours as everywhere; line style = steps
+        svg = plots.xy_plot(series, style, title=title, xlabel=f"{fd.label} ({fd.direction_word})",
+                            ylabel=f"{clip.label} ({clip.direction_word})", logx="auto", size=(6.6, 4.2))
+        plots_out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "guidance",
+                          "curves": len(series), "points": sum(len(s.x) for s in series)})
+    if not plots_out:
+        return None
+    return {"fd": fd.label, "clip": clip.label, "values": [f"{w:g}" for w in sorted(ws)], "plots": plots_out,
+            "single": single}
+
+
 def _memory_plots(ctx: _Ctx, data: RunData, mem: MetricInfo) -> list[dict[str, Any]]:
     """Per hardware: peak memory vs resolution, per sampler the median over NFE (bars: min to max)."""
     out = []
@@ -480,13 +571,14 @@ def _memory_plots(ctx: _Ctx, data: RunData, mem: MetricInfo) -> list[dict[str, A
                 out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "memory"})
             continue
         series: dict[str, plots.Series] = {}
-        for (sampler, res), grp in c[c["hardware"].astype(str) == hw].groupby(["sampler", "resolution"], sort=False):
+        for (line, res), grp in c[c["hardware"].astype(str) == hw].groupby(["line", "resolution"], sort=False):
             vals = [data.value(k, mem.name).value for k in grp["cell_key"]]
             vals = [v for v in vals if v is not None and math.isfinite(v)]
             if not vals:
                 continue
             sv = pd.Series(vals)
-            s = series.setdefault(str(sampler), plots.Series(str(sampler), str(grp["family"].iloc[0])))
+            s = series.setdefault(str(line), plots.Series(str(grp["sampler"].iloc[0]), str(grp["family"].iloc[0]),
+                                                          name=str(line), line=str(line)))
             s.x.append(float(res))
             s.y.append(float(sv.median()))
             s.x_lo.append(None)
@@ -506,17 +598,10 @@ def _memory_plots(ctx: _Ctx, data: RunData, mem: MetricInfo) -> list[dict[str, A
     return out
 
 
-def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricInfo | None,
-                   lat: MetricInfo | None) -> dict[str, Any]:
-    """Every cell with every metric. Per column the best value is marked, and the cells the verdict rules cannot
-    separate from it: quality by the paired test (unpaired interval overlap without evidence), latency by IQR
-    overlap; an unstable latency gets a badge and is never best nor tied."""
+def _mark_best(judge: Judge, done: list[Any], present: list[MetricInfo], best: dict[str, set[str]],
+               tied: dict[str, dict[str, str]]) -> None:
+    """Add to `best` / `tied` the best cells of `done` (one slice) per metric and the cells tied with them."""
     data = judge.data
-    keys = {str(c.cell_key) for c in cells}
-    present = [m for m in data.metrics if any(data.value(k, m.name).ok for k in keys)]
-    done = [c for c in cells if c.status == "done"]
-    best: dict[str, set[str]] = {}
-    tied: dict[str, dict[str, str]] = {}  # metric -> cell key -> how the tie was decided
     for m in present:
         if m.higher_is_better is None or m.kind in ("calibration", "reference"):
             continue
@@ -527,33 +612,52 @@ def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricIn
         if not vals:
             continue
         target = (max if m.higher_is_better else min)(v.value for v in vals.values())  # type: ignore[type-var]
-        best[m.name] = {k for k, v in vals.items() if v.value == target}
-        b_key = next(iter(best[m.name]))
-        tied[m.name] = {}
+        winners = {k for k, v in vals.items() if v.value == target}
+        best.setdefault(m.name, set()).update(winners)
+        b_key = next(iter(winners))
+        ties = tied.setdefault(m.name, {})
         for k, v in vals.items():
-            if k in best[m.name]:
+            if k in winners:
                 continue
             if m.kind == "quality":
                 verdict = judge.quality(m, b_key, k)
                 if verdict is not None and verdict.verdict == "tie":
-                    tied[m.name][k] = f"tie with the best ({verdict.method_label})"
+                    ties[k] = f"tie with the best ({verdict.method_label})"
             elif m.kind == "latency":
                 tb, tk = data.timing(b_key, m.name), data.timing(k, m.name)
                 if tb is not None and tk is not None and latency_tie(tb, tk):
-                    tied[m.name][k] = "tie with the best (IQRs overlap)"
+                    ties[k] = "tie with the best (IQRs overlap)"
             elif intervals_overlap(v, vals[b_key]):
-                tied[m.name][k] = "tie with the best (intervals overlap)"
+                ties[k] = "tie with the best (intervals overlap)"
+
+
+def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricInfo | None,
+                   lat: MetricInfo | None) -> dict[str, Any]:
+    """Every cell with every metric, a column per extra axis. Per column and extra-axis slice the best value is
+    marked, and the cells the verdict rules cannot separate from it: quality by the paired test (unpaired interval
+    overlap without evidence), latency by IQR overlap; an unstable latency gets a badge and is never best nor tied.
+    The Pareto-front badge is per slice too."""
+    data = judge.data
+    keys = {str(c.cell_key) for c in cells}
+    present = [m for m in data.metrics if any(data.value(k, m.name).ok for k in keys)]
+    done = [c for c in cells if c.status == "done"]
+    best: dict[str, set[str]] = {}
+    tied: dict[str, dict[str, str]] = {}  # metric -> cell key -> how the tie was decided
     on_front: set[str] = set()
-    if headline is not None and lat is not None:
-        keep, qs, ls = _points(data, done, headline, lat, stable_only=True)
-        idx = pareto_front([(q.value, v.value) for q, v in zip(qs, ls, strict=True)],
-                           [bool(headline.higher_is_better), False])
-        on_front = {str(keep[i].cell_key) for i in idx}
+    for _, in_slice in _by_slice(data, done):
+        _mark_best(judge, in_slice, present, best, tied)
+        if headline is not None and lat is not None:
+            keep, qs, ls = _points(data, in_slice, headline, lat, stable_only=True)
+            idx = pareto_front([(q.value, v.value) for q, v in zip(qs, ls, strict=True)],
+                               [bool(headline.higher_is_better), False])
+            on_front |= {str(keep[i].cell_key) for i in idx}
+    axes = [a for a in data.axes if any(data.cell_axes(c)[a] is not None for c in cells)]
     rows = []
     for c in cells:
         k = str(c.cell_key)
-        row: dict[str, Any] = {"sampler": c.sampler, "family": c.family, "colour": ctx.colour(c.family),
-                               "glyph": ctx.glyph(c.family), "steps": int(c.nfe),
+        row: dict[str, Any] = {"sampler": c.sampler, "family": c.family, "colour": ctx.colour(c.sampler),
+                               "glyph": ctx.glyph(c.sampler), "steps": int(c.nfe),
+                               "axes": [_axis_text(data.cell_axes(c)[a]) for a in axes],
                                "nfe": "" if c.nfe_counted is None or pd.isna(c.nfe_counted) else f"{float(c.nfe_counted):g}",
                                "nfe_v": _nfe_x(c), "status": c.status, "reason": c.reason or "",
                                "reused": bool(c.reused), "front": k in on_front, "vals": []}
@@ -569,10 +673,16 @@ def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricIn
             row["vals"].append({"text": fmt_ci(v), "sort": v.value if v.ok else "", "cls": cls, "title": title,
                                 "unstable": unstable})
         rows.append(row)
-    return {"columns": [{"name": m.name, "label": m.label, "kind": m.kind,
+    return {"axes": axes, "columns": [{"name": m.name, "label": m.label, "kind": m.kind,
                          "arrow": "" if m.higher_is_better is None else ("↑" if m.higher_is_better else "↓")}
                         for m in present],
             "rows": rows, "front_metric": headline.label if headline is not None else None}
+
+
+def _axis_text(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _grids(ctx: _Ctx, data: RunData, info: dict[str, Any]) -> list[dict[str, Any]]:
@@ -606,8 +716,8 @@ def _grids(ctx: _Ctx, data: RunData, info: dict[str, Any]) -> list[dict[str, Any
                          "src": data_uri(sprite(list(ref), res)), "reference": True, "missing": 0})
         for c in cells:
             pngs = sample_pngs(folders.get(str(c.cell_key)), count)
-            rows.append({"label": cell_label(c), "family": c.family, "colour": ctx.colour(c.family),
-                         "glyph": ctx.glyph(c.family), "reference": False, "missing": sum(p is None for p in pngs),
+            rows.append({"label": cell_label(c), "family": c.family, "colour": ctx.colour(str(c.sampler)),
+                         "glyph": ctx.glyph(str(c.sampler)), "reference": False, "missing": sum(p is None for p in pngs),
                          "src": data_uri(sprite(pngs, res))})
         out.append({"id": f"grid-{res}", "resolution": res, "hardware": hw, "other_hardware": hws[1:],
                     "columns": columns, "rows": rows, "col_width": (res + 1) * scale,
@@ -682,13 +792,13 @@ def _delta_table(ctx: _Ctx, sub: pd.DataFrame, metric_order: list[str]) -> dict[
     metrics = [m for m in dict.fromkeys(metric_order) if m in set(sub["metric"].dropna())]
     hib = {m: sub[sub["metric"] == m]["higher_is_better"].dropna() for m in metrics}
     rows = []
-    for (sampler, nfe), grp in sub.groupby(["sampler", "nfe"], sort=False):
+    for (sampler, where, nfe), grp in sub.groupby(["sampler", "slice", "nfe"], sort=False):
         first = grp.iloc[0]
         status = f"{first['status_a'] if pd.notna(first['status_a']) else '—'} → " \
                  f"{first['status_b'] if pd.notna(first['status_b']) else '—'}"
         reasons = [str(first[k]) for k in ("reason_a", "reason_b") if pd.notna(first[k]) and first[k]]
-        row: dict[str, Any] = {"sampler": sampler, "family": first["family"], "colour": ctx.colour(str(first["family"])),
-                               "glyph": ctx.glyph(str(first["family"])), "steps": int(nfe), "status": status,
+        row: dict[str, Any] = {"sampler": sampler, "family": first["family"], "colour": ctx.colour(str(sampler)),
+                               "glyph": ctx.glyph(str(sampler)), "steps": int(nfe), "status": status, "slice": where,
                                "reason": "; ".join(dict.fromkeys(reasons)), "vals": []}
         by_metric = {r.metric: r for r in grp.itertuples(index=False) if isinstance(r.metric, str)}
         for m in metrics:

@@ -1,7 +1,8 @@
 """Report plots: matplotlib figures (no pyplot, so no GUI backend) returned as SVG strings to inline in HTML.
 
-Every plot uses the same colour and marker per family (Okabe-Ito, colour-blind safe) and the same line
-style per sampler within a family, so a reader learns the legend once. Text stays text in the SVG (no
+Every plot uses the same colour and marker per sampler (Okabe-Ito hues, colour-blind safe: a family's samplers
+share its hue in shades, each with its own marker) and the same line style per line of a sampler (its option
+variants `x[eta=0.5]` and its values of the extra axes, e.g. guidance), so a reader learns the legend once. Text stays text in the SVG (no
 embedded font, so the files are small); matplotlib escapes it, so user-controlled names are inert.
 """
 
@@ -30,7 +31,10 @@ FAMILY_STYLE = {
     "ode": ("#E69F00", "v"),
 }
 EXTRA_MARKERS = ["P", "X", "h", "*", "<", ">"]
-LINESTYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v", *EXTRA_MARKERS]
+# A family's second, third, ... sampler: its hue mixed towards black (< 0) or white (> 0) by this much.
+SHADES = [0.0, -0.4, 0.4, -0.65, 0.6]
+LINESTYLES: list[Any] = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2, 2, 2)), (0, (3, 3))]
 FRONT_COLOUR = "#444444"
 UNSTABLE_NOTE = "hollow: unstable latency (no verdict)"
 
@@ -64,16 +68,59 @@ def family_styles(families: Sequence[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def sampler_linestyles(samplers: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """(sampler, family) -> line style, cycling within each family so samplers of one family differ."""
-    counters: dict[str, int] = {}
-    out: dict[str, str] = {}
+def base_sampler(sampler: str) -> str:
+    """`hyper-sd` for the option variant `hyper-sd[eta=0.5]` (bench.spec.variant_label); else the id itself."""
+    if sampler.endswith("]") and "[" in sampler[1:]:
+        return sampler[:sampler.index("[", 1)]
+    return sampler
+
+
+def _shade(colour: str, f: float) -> str:
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    target = 255 if f > 0 else 0
+    return "#" + "".join(f"{round(c + (target - c) * abs(f)):02X}" for c in rgb)
+
+
+def sampler_styles(samplers: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """(sampler, family) -> (colour, marker) for every sampler id, one pair per base sampler: an option variant
+    `x[eta=0.5]` gets x's pair (its line style tells it apart). A family's first sampler gets the family's colour and
+    marker, its next ones a darker / lighter shade of that hue and the next marker, so no two base samplers share a
+    pair (the teacher's Euler, Heun and DPM-Solver++ are three styles, not one)."""
+    fams = family_styles(list(dict.fromkeys(f for _, f in samplers)))
+    per_family: dict[str, int] = {}
+    by_base: dict[str, tuple[str, str]] = {}
+    used: set[tuple[str, str]] = set()
+    out: dict[str, tuple[str, str]] = {}
     for s, fam in samplers:
-        if s in out:
+        base = base_sampler(s)
+        if base not in by_base:
+            colour, marker = fams[fam]
+            i = per_family.get(fam, 0)
+            per_family[fam] = i + 1
+            ring = MARKERS[MARKERS.index(marker):] + MARKERS[:MARKERS.index(marker)] if marker in MARKERS else MARKERS
+            pair = (_shade(colour, SHADES[i % len(SHADES)]) if i else colour, ring[i % len(ring)])
+            k = i
+            while pair in used and k < i + len(ring):  # a spare family that reuses a colour: move to the next marker
+                k += 1
+                pair = (pair[0], ring[k % len(ring)])
+            by_base[base] = pair
+            used.add(pair)
+        out[s] = by_base[base]
+    return out
+
+
+def line_styles(lines: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """(line, sampler) -> line style, cycling over the lines of each base sampler (its variants and extra-axis
+    values) in the given order; a sampler with one line draws it solid."""
+    counters: dict[str, int] = {}
+    out: dict[str, Any] = {}
+    for line, s in lines:
+        if line in out:
             continue
-        i = counters.get(fam, 0)
-        out[s] = LINESTYLES[i % len(LINESTYLES)]
-        counters[fam] = i + 1
+        base = base_sampler(s)
+        i = counters.get(base, 0)
+        out[line] = LINESTYLES[i % len(LINESTYLES)]
+        counters[base] = i + 1
     return out
 
 
@@ -93,6 +140,7 @@ class Series:
     faded: bool = False  # drawn hollow and light (the "before" run of a comparison)
     name: str | None = None  # legend text (default: sampler)
     unstable: list[bool] = field(default_factory=list)  # per point: latency flagged unstable (drawn hollow)
+    line: str | None = None  # the key of its line style (default: sampler)
 
     def is_unstable(self, i: int) -> bool:
         return i < len(self.unstable) and self.unstable[i]
@@ -100,8 +148,12 @@ class Series:
 
 @dataclass
 class Style:
-    colours: dict[str, tuple[str, str]]
-    linestyles: dict[str, str]
+    colours: dict[str, tuple[str, str]]  # sampler -> (colour, marker)
+    linestyles: dict[str, Any]  # line -> matplotlib line style
+
+    def of(self, s: Series) -> tuple[str, str, Any]:
+        colour, marker = self.colours.get(s.sampler) or self.colours.get(base_sampler(s.sampler), ("#000000", "o"))
+        return colour, marker, self.linestyles.get(s.line or s.sampler, "-")
 
 
 def _err(values: list[float], bounds: list[float | None], lower: bool) -> list[float]:
@@ -115,11 +167,12 @@ def _err(values: list[float], bounds: list[float | None], lower: bool) -> list[f
 
 
 def xy_plot(series: Sequence[Series], style: Style, *, title: str, xlabel: str, ylabel: str,
-            logx: bool = False, logx_base: float = 10, front: tuple[bool, bool] | None = None,
+            logx: bool | str = False, logx_base: float = 10, front: tuple[bool, bool] | None = None,
             hline: tuple[float, str] | None = None, size: tuple[float, float] = (6.6, 3.7),
             fronts_by_faded: bool = False, logy: bool | str = False) -> str:
     """Lines per sampler (points joined in the given order), CI error bars on both axes, optionally the
-    Pareto front of all points (front = (x_higher_is_better, y_higher_is_better)) drawn as a staircase."""
+    Pareto front of all points (front = (x_higher_is_better, y_higher_is_better)) drawn as a staircase.
+    `logx` / `logy` "auto": a log axis when the values span more than a factor 15."""
     with matplotlib.rc_context(RC):  # type: ignore[arg-type]
         # A bare Figure, no pyplot: no global backend switch and no figure manager to leak.
         fig = Figure(figsize=size, layout="constrained")
@@ -127,8 +180,7 @@ def xy_plot(series: Sequence[Series], style: Style, *, title: str, xlabel: str, 
         for s in series:
             if not s.x:
                 continue
-            colour, marker = style.colours.get(s.family, ("#000000", "o"))
-            ls = style.linestyles.get(s.sampler, "-")
+            colour, marker, ls = style.of(s)
             xerr = [_err(s.x, s.x_lo, True), _err(s.x, s.x_hi, False)] if s.x_lo else None
             yerr = [_err(s.y, s.y_lo, True), _err(s.y, s.y_hi, False)] if s.y_lo else None
             if xerr is not None and not any(map(any, xerr)):
@@ -164,6 +216,9 @@ def xy_plot(series: Sequence[Series], style: Style, *, title: str, xlabel: str, 
             ax.axhline(hline[0], color="#777777", linestyle=(0, (4, 3)), linewidth=1)
             ax.annotate(hline[1], (0.01, hline[0]), xycoords=("axes fraction", "data"), xytext=(0, 3),
                         textcoords="offset points", fontsize=7, color="#555555")
+        xs = [x for s in series for x in s.x]
+        if logx == "auto":
+            logx = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 15
         if logx:
             ax.set_xscale("log", base=logx_base)
             _plain_log_ticks(ax.xaxis, logx_base)
