@@ -8,7 +8,9 @@ NFE and resolution); they are for looking at, not for conclusions.
 With `evidence=True` (the default) FD and CLIP score come from synthetic per-image rows kept as the cells'
 evidence, as a real run keeps them: image i of every cell shares a common part drawn from seed i (common random
 numbers), so paired comparisons (bench.analysis) are much tighter than the cells' own intervals, as in a real
-sweep. `unstable` names (sampler, steps) cells whose latency is flagged unstable.
+sweep. `unstable` names (sampler, steps) cells whose latency is flagged unstable. `guidance=(1, 1.5, 3)` adds a
+guidance axis: each sampler's `guidance` mode says how it takes w (cfg doubles the counted NFE for w != 1,
+embedded does not, none skips w != 1 with the reason); FD is best near w = 1.5 and CLIP score grows with w.
 
     python -m tests.synthetic runs/demo.sqlite && bench report --store runs/demo.sqlite
 """
@@ -86,6 +88,7 @@ class FakeSampler:
     nfe_per_step: float = 1.0
     intercept: float = 0.0  # counted NFE = nfe_per_step * steps - intercept
     nfe: tuple[int, ...] = (1, 2, 4, 8)
+    guidance: str = "none"  # how it takes a guidance axis: cfg | embedded | none
 
 
 DEFAULT_SAMPLERS = (
@@ -100,7 +103,7 @@ DEFAULT_SAMPLERS = (
 
 
 def suite_text(name: str, samplers: tuple[FakeSampler, ...], dataset: str, resolutions: list[int],
-               hardware: list[str], grid: int) -> str:
+               hardware: list[str], grid: int, guidance: list[float] | None = None) -> str:
     lines = "\n".join(f"  - {{id: {_yaml_str(s.id)}, adapter: synthetic-{s.family}, nfe: {list(s.nfe)}}}"
                       for s in samplers)
     return textwrap.dedent(f"""\
@@ -112,7 +115,7 @@ def suite_text(name: str, samplers: tuple[FakeSampler, ...], dataset: str, resol
         base_seed: 0
         samplers:
         """) + lines + textwrap.dedent(f"""
-        axes: {{nfe: [1, 2, 4, 8], resolution: {resolutions}, hardware: {hardware}}}
+        axes: {{nfe: [1, 2, 4, 8], resolution: {resolutions}, hardware: {hardware}{_guidance_axis(guidance)}}}
         metrics:
           fd: {{}}
           fd_floor: {{}}
@@ -121,6 +124,10 @@ def suite_text(name: str, samplers: tuple[FakeSampler, ...], dataset: str, resol
           memory: {{}}
         report: {{grid: {grid}}}
         """)
+
+
+def _guidance_axis(guidance: list[float] | None) -> str:
+    return f", guidance: {guidance}" if guidance else ""
 
 
 def _yaml_str(s: str) -> str:
@@ -151,16 +158,19 @@ def make_store(path: str | Path, *, suite: str = "nfe_sweep", samplers: tuple[Fa
                resolutions: tuple[int, ...] = (16, 32), hardware: tuple[str, ...] = ("cpu", "cuda"),
                grid: int = 8, dataset: str = "shapes", seed: int = 0, runs: int = 1,
                failed: tuple[str, int] | None = ("cd", 8), extra_text: str = "", evidence: bool = True,
-               unstable: tuple[tuple[str, int], ...] = (), samples: int = 512) -> list[str]:
+               unstable: tuple[tuple[str, int], ...] = (), samples: int = 512,
+               guidance: tuple[float, ...] = ()) -> list[str]:
     """Write `runs` runs of a synthetic sweep into the store at `path`; returns their run ids.
 
     Hardware other than 'cpu' is recorded as skipped ("no CUDA device"), `failed` = (sampler, steps) is
     recorded as failed at every resolution, and each later run shifts the numbers a little (for compare).
     `evidence`: FD and CLIP score from per-image rows kept as evidence (False: made-up numbers, no evidence,
-    like a store of the first release). `unstable`: (sampler, steps) cells whose latency is flagged unstable."""
+    like a store of the first release). `unstable`: (sampler, steps) cells whose latency is flagged unstable.
+    `guidance`: the guidance values of a guidance axis (none: no such axis)."""
     from PIL import Image
 
-    text = suite_text(suite, samplers, dataset, list(resolutions), list(hardware), grid) + extra_text
+    text = suite_text(suite, samplers, dataset, list(resolutions), list(hardware), grid,
+                      list(guidance) or None) + extra_text
     refs = {r: _reference(dataset, grid, r) for r in resolutions} if grid else {}
     ids = []
     with Store(path) as store:
@@ -175,10 +185,13 @@ def make_store(path: str | Path, *, suite: str = "nfe_sweep", samplers: tuple[Fa
                 for hw in hardware:
                     for res in resolutions:
                         for n in s.nfe:
-                            skipped = hw != "cpu"
-                            cells.append(make_cell(suite, s.id, f"synthetic-{s.family}", s.family, n, res, hw,
-                                                   tag=str(k), status="skipped" if skipped else "planned",
-                                                   reason="no CUDA device" if skipped else None))
+                            for w in guidance or (None,):
+                                reason = "no CUDA device" if hw != "cpu" else (
+                                    f"{s.id} takes no guidance (SamplerInfo.guidance = none): cannot sample at "
+                                    f"guidance {w:g}" if w is not None and w != 1 and s.guidance == "none" else None)
+                                cells.append(make_cell(suite, s.id, f"synthetic-{s.family}", s.family, n, res, hw,
+                                                       tag=str(k), status="skipped" if reason else "planned",
+                                                       reason=reason, axes=None if w is None else {"guidance": w}))
             store.record_plan(run_id, cells, set())
             shift = 1.0 - 0.04 * k
             for c in cells:
@@ -201,16 +214,26 @@ def _fake_cell(store: Store, c: Cell, s: FakeSampler, rng: np.random.Generator, 
                ref: np.ndarray | None, image_mod: Any, evidence: bool = False, samples: int = 512,
                unstable: bool = False) -> CellResult:
     counted = s.nfe_per_step * c.nfe - s.intercept
+    w = c.spec.guidance
+    guided = w is not None and w != 1
+    steps_nfe = counted
+    if guided and s.guidance == "cfg":
+        counted *= 2  # the conditional and unconditional branch: two counted evaluations per step
     scale = (c.resolution / 16) ** 1.5
     floor = 0.8 * (16 / c.resolution) ** 0.5
-    excess = shift * s.fd_scale * scale ** 0.3 / counted ** s.fd_decay * float(rng.uniform(0.95, 1.05))
+    excess = shift * s.fd_scale * scale ** 0.3 / steps_nfe ** s.fd_decay * float(rng.uniform(0.95, 1.05))
+    if w is not None:  # best distribution match near w = 1.5, prompt alignment growing with w
+        excess *= 0.8 + 0.35 * (w - 1.5) ** 2
     fd = floor + excess
     fd_lo, fd_hi = fd - (0.06 * fd + 0.05), fd + (0.06 * fd + 0.05)
     clip = 30.0 - 12.0 / (1 + 4.0 / max(fd - floor, 1e-3)) + float(rng.normal(0, 0.2))
+    if w is not None:
+        clip += 6.0 * (1 - np.exp(-(w - 1.0)))
     clip_lo, clip_hi = clip - 0.4, clip + 0.4
     rows: dict[str, Evidence] = {}
     if evidence:  # the same law, but measured on per-image rows that pair across cells (seeds 0..N-1)
-        cell_seed = (int(hashlib.sha256(f"{c.sampler_id}|{c.nfe}|{c.resolution}".encode()).hexdigest()[:8], 16),)
+        where = f"{c.sampler_id}|{c.nfe}|{c.resolution}" + ("" if w is None else f"|{w:g}")
+        cell_seed = (int(hashlib.sha256(where.encode()).hexdigest()[:8], 16),)
         fd, fd_lo, fd_hi, rows["fd"] = synthetic_fd(excess, samples, cell_seed)
         floor = synthetic_fd(0.0, samples, (c.resolution, 99), image_seed=10**6)[0]  # a disjoint image set
         clip, clip_lo, clip_hi, rows["clip_score:shapes-clip"] = synthetic_clip(clip, samples, cell_seed)

@@ -7,6 +7,7 @@ missing these tests FAIL with the install command; CI (.ci/run) installs it with
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import textwrap
 import time
@@ -189,6 +190,47 @@ def test_sweep_report_renders_fast_small_and_clean(browser, sweep_report, tmp_pa
         front_only = table.locator("tbody tr:not(.pinned)").count()
         page.locator("input.front-toggle").first.check()
         assert 0 < table.locator("tbody tr:visible").count() < front_only
+    finally:
+        page.close()
+
+
+def test_guidance_trade_off_plot_in_the_browser(browser, tmp_path):
+    """A small run with a guidance axis (synthetic: 3 guidance values x 2 steps; euler / heun take cfg, lcm embedded
+    guidance, cd none): the trade-off section draws one curve per sampler x steps with a point per w, and the
+    guidance values of one sampler are separate rows of the table and separate lines of the plots."""
+    from tests.test_report_axes import GUIDANCE, guidance_store
+
+    store = guidance_store(tmp_path / "bench.sqlite")
+    opened = Opened(browser, write_report(store, out=tmp_path / "guidance.html"))
+    page = opened.page
+    try:
+        opened.assert_clean()
+        section = page.locator("section#guidance")
+        assert section.is_visible() and "Guidance: quality vs prompt alignment" in section.inner_text()
+        plot = section.locator("svg.plot")
+        assert plot.count() == 1
+        box = plot.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 150
+        texts = [t.strip() for t in plot.locator("text").all_text_contents()]
+        curves = sorted(t for t in texts if re.fullmatch(r"[a-z]+ @ \d steps", t))  # the legend: one per curve
+        assert curves == sorted(f"{s} @ {n} steps" for s in ("euler", "heun", "lcm") for n in (2, 4))
+        points = [t for t in texts if t.startswith("w=")]  # every point labelled with its guidance value
+        assert sorted(points) == sorted([f"w={w:g}" for w in GUIDANCE] * len(curves))
+        # drawn: each curve's line is a visible path of the plot (legend handles included)
+        assert plot.locator("path").count() > 2 * len(curves)
+
+        # the guidance values of one sampler: separate rows of the results table ...
+        table = page.locator("table.results").first
+        head = table.locator("thead th").all_inner_texts()
+        g_col = next(i for i, t in enumerate(head) if t.strip() == "guidance")
+        rows = table.locator("tbody tr:not(.pinned)")
+        euler = [rows.nth(i).locator("td").nth(g_col).inner_text() for i in range(rows.count())
+                 if rows.nth(i).locator("td").first.get_attribute("data-v") == "euler"]
+        assert sorted(euler) == ["1", "1", "1.5", "1.5", "3", "3"]
+        # ... and separate lines of the FD-vs-NFE plot
+        nfe_plot = page.locator("figure[data-kind=quality-nfe] svg.plot").first
+        legend = [t.strip() for t in nfe_plot.locator("text").all_text_contents()]
+        assert {f"euler guidance={w:g}" for w in GUIDANCE} <= set(legend)
     finally:
         page.close()
 
