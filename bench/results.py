@@ -45,10 +45,12 @@ def _renamed(df: Any, key: Any) -> Any:
 
 def extra_axes(df: Any) -> list[str]:
     """The axes of a results table beyond nfe / resolution / hardware (guidance, registered axes), in suite order:
-    from `df.attrs["axes"]` (Store.results), else from its `axes` JSON column; only those with a column."""
+    from `df.attrs["axes"]` (Store.results), else from its JSON column of every cell's axes (`cell_axes`; `axes`
+    before it was renamed); only those with a column."""
     names = list(getattr(df, "attrs", {}).get("axes") or [])
-    if not names and "axes" in df.columns:
-        for text in df["axes"].dropna().unique():
+    column = next((c for c in ("cell_axes", "axes") if c in df.columns), None)
+    if not names and column is not None:
+        for text in df[column].dropna().unique():
             with contextlib.suppress(TypeError, ValueError, AttributeError):
                 names += [k for k in json.loads(text) if k not in names]
     return [a for a in names if a not in BUILTIN_AXES and a in df.columns]
