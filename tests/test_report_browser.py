@@ -207,17 +207,18 @@ def test_guidance_trade_off_plot_in_the_browser(browser, tmp_path):
         opened.assert_clean()
         section = page.locator("section#guidance")
         assert section.is_visible() and "Guidance: quality vs prompt alignment" in section.inner_text()
-        plot = section.locator("svg.plot")
-        assert plot.count() == 1
-        box = plot.bounding_box()
-        assert box is not None and box["width"] > 300 and box["height"] > 150
-        texts = [t.strip() for t in plot.locator("text").all_text_contents()]
-        curves = sorted(t for t in texts if re.fullmatch(r"[a-z]+ @ \d steps", t))  # the legend: one per curve
-        assert curves == sorted(f"{s} @ {n} steps" for s in ("euler", "heun", "lcm") for n in (2, 4))
-        points = [t for t in texts if t.startswith("w=")]  # every point labelled with its guidance value
-        assert sorted(points) == sorted([f"w={w:g}" for w in GUIDANCE] * len(curves))
-        # drawn: each curve's line is a visible path of the plot (legend handles included)
-        assert plot.locator("path").count() > 2 * len(curves)
+        plots = section.locator("svg.plot")
+        assert plots.count() == 2  # one per step count
+        for i, n in enumerate((2, 4)):
+            plot = plots.nth(i)
+            box = plot.bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 150
+            texts = [t.strip() for t in plot.locator("text").all_text_contents()]
+            curves = sorted(t for t in texts if re.fullmatch(r"[a-z]+ @ \d steps", t))  # the legend: one per curve
+            assert curves == [f"{s} @ {n} steps" for s in ("euler", "heun", "lcm")]
+            points = [t for t in texts if t.startswith("w=")]  # every point labelled with its guidance value
+            assert sorted(points) == sorted([f"w={w:g}" for w in GUIDANCE] * len(curves))
+            assert plot.locator("path").count() > 2 * len(curves)  # drawn: lines, markers, legend handles
 
         # the guidance values of one sampler: separate rows of the results table ...
         table = page.locator("table.results").first

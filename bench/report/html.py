@@ -498,10 +498,10 @@ GUIDANCE_AXIS = "guidance"
 
 
 def _guidance_section(ctx: _Ctx, data: RunData) -> dict[str, Any] | None:
-    """The guidance trade-off (the FD-vs-CLIP-score curve of distillation papers): per hardware x resolution panel,
-    FD (x) against CLIP score (y), one curve per sampler x steps (x the other extra axes) through its guidance
-    values, each point labelled with its w. None when the run sweeps no more than one guidance value or lacks FD or
-    CLIP score."""
+    """The guidance trade-off (the FD-vs-CLIP-score curve of distillation papers): per hardware x resolution panel
+    and step count, FD (x) against CLIP score (y), one curve per sampler (x its other extra-axis values) through its
+    guidance values, each point labelled with its w. None when the run sweeps no more than one guidance value or
+    lacks FD or CLIP score."""
     if GUIDANCE_AXIS not in data.axes:
         return None
     fd = next((m for m in data.plotted_quality if m.base == "fd"), None)
@@ -513,42 +513,46 @@ def _guidance_section(ctx: _Ctx, data: RunData) -> dict[str, Any] | None:
     others = [a for a in data.axes if a != GUIDANCE_AXIS]
     plots_out, single = [], []
     for hw, res in data.groups():
-        curves: dict[tuple[str, int, str], list[tuple[float, Any]]] = {}
+        curves: dict[int, dict[str, list[tuple[float, Any]]]] = {}  # steps -> curve name -> (w, cell)
         for c in _ordered(_group_cells(data, hw, res), data):
             axes = data.cell_axes(c)
             w = axes[GUIDANCE_AXIS]
             if w is None or not (data.value(c.cell_key, fd.name).ok and data.value(c.cell_key, clip.name).ok):
                 continue
-            rest = axes_label({a: axes[a] for a in others if axes[a] is not None}).strip()
-            curves.setdefault((str(c.sampler), int(c.nfe), rest), []).append((float(w), c))
-        series, linestyles = [], {}
-        steps = sorted({n for _, n, _ in curves})
-        for (sampler, n, rest), points in curves.items():
-            name = f"{sampler}{' ' + rest if rest else ''} @ {n} steps"
-            if len(points) < 2:
-                single.append(f"{name} ({hw}, {res}px)")
+            rest = axes_label({a: axes[a] for a in others if axes[a] is not None})
+            name = f"{c.sampler}{rest} @ {int(c.nfe)} steps"
+            curves.setdefault(int(c.nfe), {}).setdefault(name, []).append((float(w), c))
+        for n in sorted(curves):  # a facet per step count: the curves of one budget side by side
+            series = []
+            for name, points in curves[n].items():
+                if len(points) < 2:
+                    single.append(f"{name} ({hw}, {res}px)")
+                    continue
+                points.sort(key=lambda p: p[0])
+                first = points[0][1]
+                s = plots.Series(str(first.sampler), str(first.family), name=name, line=name)
+                for w, c in points:
+                    xv, yv = data.value(c.cell_key, fd.name), data.value(c.cell_key, clip.name)
+                    s.x.append(float(xv.value))  # type: ignore[arg-type]
+                    s.y.append(float(yv.value))  # type: ignore[arg-type]
+                    s.x_lo.append(xv.ci_low)
+                    s.x_hi.append(xv.ci_high)
+                    s.y_lo.append(yv.ci_low)
+                    s.y_hi.append(yv.ci_high)
+                    s.labels.append(f"w={w:g}")
+                series.append(s)
+            if not series:
                 continue
-            points.sort(key=lambda p: p[0])
-            s = plots.Series(sampler, str(points[0][1].family), name=name, line=name)
-            for w, c in points:
-                xv, yv = data.value(c.cell_key, fd.name), data.value(c.cell_key, clip.name)
-                s.x.append(float(xv.value))  # type: ignore[arg-type]
-                s.y.append(float(yv.value))  # type: ignore[arg-type]
-                s.x_lo.append(xv.ci_low)
-                s.x_hi.append(xv.ci_high)
-                s.y_lo.append(yv.ci_low)
-                s.y_hi.append(yv.ci_high)
-                s.labels.append(f"w={w:g}")
-            series.append(s)
-            linestyles[name] = plots.LINESTYLES[steps.index(n) % len(plots.LINESTYLES)]
-        if not series:
-            continue
-        title = f"{fd.label} vs {clip.label} across guidance ({hw}, {res}px)"
-        style = plots.Style(ctx.style.colours, linestyles)  # sampler colours as everywhere; line style = steps
-        svg = plots.xy_plot(series, style, title=title, xlabel=f"{fd.label} ({fd.direction_word})",
-                            ylabel=f"{clip.label} ({clip.direction_word})", logx="auto", size=(6.6, 4.2))
-        plots_out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "guidance",
-                          "curves": len(series), "points": sum(len(s.x) for s in series)})
+            title = f"{fd.label} vs {clip.label} across guidance, {n} steps ({hw}, {res}px)"
+            # sampler colours and markers as everywhere; a sampler's variants / other axis values by line style
+            style = plots.Style(ctx.style.colours, plots.line_styles([(s.name or "", s.sampler) for s in series]))
+            xs = [x for s in series for x in s.x]
+            logx = min(xs) > 0 and max(xs) / min(xs) > 3  # few-step w = 1 cells sit far right of the rest
+            svg = plots.xy_plot(series, style, title=title, xlabel=f"{fd.label} ({fd.direction_word})"
+                                + (", log scale" if logx else ""), ylabel=f"{clip.label} ({clip.direction_word})",
+                                logx=logx, size=(5.6, 3.6))
+            plots_out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "guidance", "steps": n,
+                              "curves": len(series), "points": sum(len(s.x) for s in series)})
     if not plots_out:
         return None
     return {"fd": fd.label, "clip": clip.label, "values": [f"{w:g}" for w in sorted(ws)], "plots": plots_out,
