@@ -46,9 +46,13 @@ def _dry_run(suite_path: str, overrides: list[str]) -> int:
 
     suite = load_suite(suite_path, overrides)
     cells = plan(suite)
-    rows = [("sampler", "family", "nfe", "res", "hardware", "status")]
+    extra: list[str] = []
+    for c in cells:
+        extra += [k for k in c.spec.extra_axes if k not in extra]
+    rows = [("sampler", "family", "nfe", "res", "hardware", *extra, "status")]
     for c in cells:
         rows.append((c.sampler_id, c.family, str(c.nfe), str(c.resolution), c.hardware,
+                     *(_axis_text(c.axes.get(k)) for k in extra),
                      "planned" if c.status == "planned" else f"skipped: {c.reason}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
@@ -56,6 +60,12 @@ def _dry_run(suite_path: str, overrides: list[str]) -> int:
     planned = sum(c.status == "planned" for c in cells)
     print(f"{len(cells)} cells: {planned} planned, {len(cells) - planned} skipped")
     return 0
+
+
+def _axis_text(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
