@@ -296,6 +296,8 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
             prov = {**runs, "median_batch_ms": med * b, "ci": "interquartile range", "threads": threads,
                     "clock": latency.CPU_CLOCK, "unstable": unstable, "unstable_reason": reason, **protocol}
             out += [MetricResult(cpu_name, med, False, q25, q75, r.runs, dict(prov)) for _, cpu_name in names]
+    if opts.scope == "denoiser":
+        out = latency.denoiser_scope(out)
     if opts.calibrate:
         from bench.metrics.calibration import WORKLOAD, calibrate
 

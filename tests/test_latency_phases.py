@@ -145,3 +145,35 @@ def test_a_cell_stores_the_split_next_to_the_whole_call(write_suite: Any, tmp_pa
         assert {"latency_ms_batch1", "latency_ms_per_image"} <= names
         split = {f"latency_{p}_ms_{w}" for p in PHASES for w in ("batch1", "per_image")}
         assert (split <= names) is want and (not names & split) is (not want)
+
+
+def test_scope_denoiser_makes_the_headline_latency_the_denoising_phase(write_suite: Any, tmp_path: Path) -> None:
+    """`latency: {scope: denoiser}`: the numbers the gate and Pareto plots read (latency_ms_*) are the
+    denoising phase's, the whole call is kept as latency_call_ms_*, and the report labels the axis."""
+    from bench.plan import plan
+    from bench.report.data import MetricInfo
+    from bench.run import make_tasks
+    from bench.store import Store
+    from bench.suite import load_suite
+    from bench.worker import Worker
+
+    text = SUITE.replace("calibrate: false}", "calibrate: false, scope: denoiser}")
+    suite = load_suite(write_suite(text, "denoiser.yaml"))
+    with Store(tmp_path / "d.sqlite") as store:
+        (task,) = make_tasks(suite, plan(suite), store)
+    result = Worker().run(task)
+    assert result.status == "done", result.error
+    by = {m.name: m for m in result.metrics}
+    for wall in ("batch1", "per_image"):
+        head, call, phase = by[f"latency_ms_{wall}"], by[f"latency_call_ms_{wall}"], by[f"latency_denoising_ms_{wall}"]
+        assert head.value == phase.value and head.provenance["scope"] == "denoiser"
+        assert call.provenance["scope"] == "call" and call.value >= phase.value
+    assert MetricInfo("latency_ms_per_image", False, "latency", "denoiser").label.startswith("denoiser latency")
+
+
+def test_scope_denoiser_needs_the_phase_split(write_suite: Any, capsys: Any) -> None:
+    from bench.cli import main
+
+    text = SUITE.replace("calibrate: false}", "calibrate: false, phases: false, scope: denoiser}")
+    assert main(["run", str(write_suite(text, "bad.yaml")), "--dry-run"]) == 2
+    assert "scope: denoiser times the denoising phase, so it needs phases: true" in capsys.readouterr().err

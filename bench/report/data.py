@@ -44,6 +44,7 @@ class MetricInfo:
     name: str
     higher_is_better: bool | None
     kind: str  # quality | latency | memory | calibration | reference | other
+    scope: str = "call"  # latency only: "denoiser" when the suite's latency.scope times the denoising phase
 
     @property
     def base(self) -> str:
@@ -56,6 +57,8 @@ class MetricInfo:
     @property
     def label(self) -> str:
         text = KNOWN_LABELS.get(self.base, self.base.replace("_", " "))
+        if self.scope == "denoiser":
+            text = "denoiser " + text
         return f"{text} [{self.variant}]" if self.variant else text
 
     @property
@@ -273,7 +276,8 @@ def from_frame(df: pd.DataFrame, run: dict[str, Any], store_path: Path) -> RunDa
         name = str(r.metric)
         hib = None if r.higher_is_better is None or pd.isna(r.higher_is_better) else bool(r.higher_is_better)
         if name not in metrics:
-            metrics[name] = MetricInfo(name, hib, metric_kind(name, hib))
+            scope = "denoiser" if name in LATENCY_PREFERENCE and '"scope": "denoiser"' in str(r.provenance) else "call"
+            metrics[name] = MetricInfo(name, hib, metric_kind(name, hib), scope)
         n = _num(r.n)
         values[(str(r.cell_key), name)] = Value(_num(r.value), _num(r.ci_low), _num(r.ci_high),
                                                None if n is None else int(n))
