@@ -307,6 +307,8 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BenchError(f"baseline file {p} is not readable JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise BenchError(f"baseline file {p} is not a baseline: JSON nested too deeply") from None
     if not isinstance(data, dict) or data.get("format") not in BASELINE_FORMATS \
             or not isinstance(data.get("cells"), list):
         fmt = data.get("format") if isinstance(data, dict) else None
@@ -322,22 +324,60 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
 
 _CELL_FIELDS = {"sampler": str, "nfe_requested": int, "resolution": int, "hardware": str, "status": str,
                 "metrics": dict}
+# Optional fields: absent or None is fine, anything else must have this type (numbers: int or float, not bool).
+_NUMBER = (int, float)
+_TOP_OPTIONAL: dict[str, Any] = {"suite": str, "suite_hash": str, "suite_text": str, "run_id": str,
+                                 "git_commit": str, "recorded_at": str, "fingerprint": dict, "versions": dict,
+                                 "run_spec": dict, "evidence": dict, "samples": int, "runs": list}
+_CELL_OPTIONAL: dict[str, Any] = {"nfe_counted": _NUMBER, "axes": dict, "cell_key": str, "reason": str,
+                                  "family": str, "evidence_metrics": list, "reused": bool}
+_METRIC_OPTIONAL: dict[str, Any] = {"value": _NUMBER, "ci_low": _NUMBER, "ci_high": _NUMBER, "n": int,
+                                    "higher_is_better": bool, "provenance": dict}
+
+
+def _type_name(kind: Any) -> str:
+    return "number" if kind is _NUMBER else kind.__name__
+
+
+def _wrong(value: Any, kind: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return kind is not bool
+    return not isinstance(value, kind)
 
 
 def _shape_problem(data: dict[str, Any]) -> str | None:
-    """What makes a baseline's content unusable (None when the gate can read it): the fields it indexes."""
+    """What makes a baseline's content unusable (None when the gate can read it): every field the gate reads
+    has the type it expects, so a damaged file is one line and exit 2, never a traceback (or exit 1)."""
+    for key, kind in _TOP_OPTIONAL.items():
+        if _wrong(data.get(key), kind):
+            return f"{key} is {data.get(key)!r:.40}, not {_type_name(kind)}"
     for key in ("calibration", "feature_spaces"):
         if key in data and not isinstance(data[key], dict):
             return f"{key} is {type(data[key]).__name__}, not a mapping"
+    for hw, cal in (data.get("calibration") or {}).items():
+        if not isinstance(cal, dict) or any(_wrong(cal.get(k), _NUMBER) for k in ("median_ms", "drift", "cells")):
+            return f"calibration.{hw} is {cal!r:.40}, not a mapping of numbers (median_ms, drift, cells)"
+    for name, spaces in (data.get("feature_spaces") or {}).items():
+        if not isinstance(spaces, list) or not all(isinstance(s, dict) for s in spaces):
+            return f"feature_spaces.{name} is {spaces!r:.40}, not a list of mappings"
     for i, c in enumerate(data["cells"]):
         if not isinstance(c, dict):
             return f"cells[{i}] is {type(c).__name__}, not a mapping"
         for name, kind in _CELL_FIELDS.items():
             if not isinstance(c.get(name), kind) or isinstance(c.get(name), bool):
-                return f"cells[{i}].{name} is {c.get(name)!r}, not {kind.__name__}"
+                return f"cells[{i}].{name} is {c.get(name)!r:.40}, not {kind.__name__}"
+        for name, kind in _CELL_OPTIONAL.items():
+            if _wrong(c.get(name), kind):
+                return f"cells[{i}].{name} is {c.get(name)!r:.40}, not {_type_name(kind)}"
         for name, m in c["metrics"].items():
             if not isinstance(m, dict):
                 return f"cells[{i}].metrics.{name} is {type(m).__name__}, not a mapping"
+            for field_name, kind in _METRIC_OPTIONAL.items():
+                if _wrong(m.get(field_name), kind):
+                    return f"cells[{i}].metrics.{name}.{field_name} is {m.get(field_name)!r:.40}, not " \
+                           f"{_type_name(kind)}"
     return None
 
 
@@ -405,8 +445,16 @@ def identity_problems(base: dict[str, Any], run: dict[str, Any]) -> list[str]:
     if base.get("suite") != run.get("suite"):
         problems.append(f"suite differs: baseline {base.get('suite')!r}, run {run.get('suite')!r}")
     if base.get("suite_hash") != run.get("suite_hash"):
-        problems.append(f"suite hash differs: baseline {base.get('suite_hash')}, run {run.get('suite_hash')} "
-                        "(the suite file changed; re-record with `bench baseline save`)")
+        b_file, b_set = _split_overrides(base.get("suite_text"))
+        r_file, r_set = _split_overrides(run.get("suite_text"))
+        if b_file is not None and b_file == r_file and b_set != r_set:
+            problems.append(f"suite hash differs: baseline {base.get('suite_hash')}, run {run.get('suite_hash')}: "
+                            f"the suite file is the same but the --set overrides differ (baseline "
+                            f"{_describe_sets(b_set)}, run {_describe_sets(r_set)}); run with the baseline's "
+                            "overrides, or re-record it with `bench baseline save`")
+        else:
+            problems.append(f"suite hash differs: baseline {base.get('suite_hash')}, run {run.get('suite_hash')} "
+                            "(the suite file changed; re-record with `bench baseline save`)")
     bfs, rfs = base.get("feature_spaces") or {}, run.get("feature_spaces") or {}
     for name in sorted(set(bfs) & set(rfs)):
         if bfs[name] != rfs[name]:
@@ -416,6 +464,23 @@ def identity_problems(base: dict[str, Any], run: dict[str, Any]) -> list[str]:
     if b_n != r_n:
         problems.append(f"sample count differs: baseline {_describe_counts(b_n)}, run {_describe_counts(r_n)}")
     return problems
+
+
+def _split_overrides(text: Any) -> tuple[str | None, list[str]]:
+    """A stored suite text as (the file's text, the `--set` overrides bench.suite.load_suite appended to it)."""
+    if not isinstance(text, str):
+        return None, []
+    lines = text.split("\n")
+    sets: list[str] = []
+    while lines and (lines[-1] == "" or lines[-1].startswith("# --set ")):
+        line = lines.pop()
+        if line:
+            sets.insert(0, line.removeprefix("# --set "))
+    return "\n".join(lines), sets
+
+
+def _describe_sets(sets: list[str]) -> str:
+    return " ".join(f"--set {s}" for s in sets) if sets else "none"
 
 
 def _describe_spaces(spaces: list[dict[str, Any]]) -> str:
