@@ -260,6 +260,23 @@ class ReportSpec(_Strict):
     grid: int = Field(default=8, ge=0, le=64, description="Images per cell saved for image grids.")
 
 
+class Limits(_Strict):
+    """Resource budgets checked when the suite loads, so a typo (`samples: 100000000`, `nfe: [10**11]`) is one line
+    and exit 2 instead of a machine running out of memory. A suite that needs more raises them here explicitly."""
+
+    max_nfe: int = Field(default=10_000, gt=0, description="Largest requested step count of any cell.")
+    max_samples: int = Field(default=1_000_000, gt=0, description="Largest images-per-cell count.")
+    max_batch: int = Field(default=4096, gt=0, description="Largest quality or latency batch size.")
+    max_feature_values: int = Field(
+        default=1_000_000_000, gt=0,
+        description="Largest N x D per cell: images x feature dimension, the matrix that KID, precision/recall and "
+                    "the bootstrap hold (4 bytes each). D is 3 x resolution^2 when a metric uses the pixels feature "
+                    "space, else taken as 2048 (Inception-v3), so the check never loads a feature network.")
+
+
+FEATURE_DIM_FLOOR = 2048  # the largest common network feature dimension (Inception-v3 pool3)
+
+
 class SuiteModel(_Strict):
     """A benchmark suite: samplers x axes, with metrics, gates and report options."""
 
@@ -279,6 +296,7 @@ class SuiteModel(_Strict):
     metrics: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("name")
     @classmethod
@@ -412,7 +430,53 @@ def _validate(located: LocatedYAML, text: str, overridden: Sequence[tuple[str | 
             raise BenchError(f"{located.file} --set {dotted(loc)}: {msg}{more}") from None
         line = located.line_of(loc)
         raise BenchError(f"{located.file}:{line}: {dotted(loc)}: {msg}{more}") from None
+    problem = limit_problem(model)
+    if problem:
+        loc, msg = problem
+        where = (f"{located.file} --set {dotted(loc)}" if any(loc[:len(p)] == p for p in overridden)
+                 else f"{located.file}:{located.line_of(loc)}: {dotted(loc)}")
+        raise BenchError(f"{where}: {msg}")
     return Suite(model, text, located.file)
+
+
+def limit_problem(model: SuiteModel) -> tuple[tuple[str | int, ...], str] | None:
+    """The first value over the suite's `limits` (key path, message), or None."""
+    lim = model.limits
+
+    def over(value: int, limit: int, name: str, what: str) -> str:
+        return (f"{what} {value:,} is over limits.{name} = {limit:,}; if this machine has the memory and time, "
+                f"raise it in the suite (limits: {{{name}: {value}}})")
+
+    nfe_lists: list[tuple[tuple[str | int, ...], list[int]]] = [(("axes", "nfe"), model.axes.nfe)]
+    nfe_lists += [(("samplers", i, "nfe"), s.nfe) for i, s in enumerate(model.samplers) if s.nfe]
+    for loc, values in nfe_lists:
+        if max(values) > lim.max_nfe:
+            return loc, over(max(values), lim.max_nfe, "max_nfe", "requested steps")
+    resolutions = set(model.axes.resolution)
+    for s in model.samplers:
+        resolutions |= set(s.resolution or ())
+    counts: list[tuple[tuple[str | int, ...], int, int]] = [(("samples",), model.samples, r) for r in resolutions
+                                                              if r not in model.samples_per_resolution]
+    counts += [(("samples_per_resolution", r), n, r) for r, n in model.samples_per_resolution.items()]
+    pixels = any(isinstance(o, dict) and o.get("feature_space") == "pixels" for o in model.metrics.values())
+    for loc, n, r in counts:
+        if n > lim.max_samples:
+            return loc, over(n, lim.max_samples, "max_samples", "images per cell")
+        dim = max(3 * r * r, FEATURE_DIM_FLOOR) if pixels else FEATURE_DIM_FLOOR
+        values = n * dim
+        if values > lim.max_feature_values:
+            return loc, (f"{n:,} images at resolution {r} need about {values:,} feature values per cell (N x D, "
+                         f"D = {dim}), over limits.max_feature_values = "
+                         f"{lim.max_feature_values:,}; lower the count or raise the limit in the suite "
+                         f"(limits: {{max_feature_values: {values}}})")
+    if model.batch_size > lim.max_batch:
+        return ("batch_size",), over(model.batch_size, lim.max_batch, "max_batch", "batch size")
+    latency = model.metrics.get("latency") or {}
+    sizes = latency.get("batch_sizes") if isinstance(latency, dict) else None
+    if isinstance(sizes, list) and sizes and max(sizes) > lim.max_batch:
+        return ("metrics", "latency", "batch_sizes"), over(max(sizes), lim.max_batch, "max_batch",
+                                                           "latency batch size")
+    return None
 
 
 def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:

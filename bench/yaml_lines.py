@@ -12,6 +12,7 @@ from bench.errors import BenchError
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
 MAX_ALIASES = 100
+MAX_DEPTH = 50  # a suite is a few levels deep; thousands of levels exhaust Python's recursion limit
 
 Path_ = tuple[str | int | float | bool, ...]
 
@@ -43,6 +44,9 @@ def load_yaml(path: str | Path) -> LocatedYAML:
 def parse_yaml(text: str, file: str = "<string>") -> LocatedYAML:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise BenchError(f"{file}:1: the YAML nests too deeply (a suite is a few levels deep; over "
+                         f"{MAX_DEPTH} is refused)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = mark.line + 1 if mark else 1
@@ -63,6 +67,9 @@ _SCALAR = yaml.constructor.SafeConstructor()
 def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str, budget: dict[str, int],
            seen: set[int]) -> Any:
     budget["nodes"] += 1
+    if len(path) > MAX_DEPTH:
+        raise BenchError(f"{file}:{node.start_mark.line + 1}: {_dotted(path[:3])}...: nested over {MAX_DEPTH} "
+                         "levels deep (a suite is a few levels deep)")
     if budget["nodes"] > MAX_NODES:
         raise BenchError(f"{file}:{node.start_mark.line + 1}: suite expands to over {MAX_NODES} nodes "
                          "(alias bomb?)")
