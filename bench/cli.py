@@ -1,4 +1,4 @@
-"""The `bench` command line: run | report | gate | export | list | zoo | doctor | schema."""
+"""The `bench` command line: run | runs | report | gate | export | list | zoo | doctor | schema | check."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ from bench.store import DEFAULT_STORE
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.report and args.no_report:
+        raise BenchError("--report PATH and --no-report contradict each other; give one")
+    if args.report and Path(args.report).is_dir():
+        raise BenchError(f"--report {args.report} is a folder; give a file name such as "
+                         f"{Path(args.report) / 'report.html'}")
     if args.dry_run:
-        return _dry_run(args.suite, args.set)
+        return _dry_run(args.suite, args.set, args.store, args.force)
     from bench.run import run_suite
 
     summary = run_suite(args.suite, args.store, executor=args.executor, jobs=args.jobs, force=args.force,
@@ -31,7 +36,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"results: {args.store}  (bench export --store {args.store} --run {summary.run_id})")
     from bench.report.command import report_after_run
 
-    report_after_run(args.store, summary.run_id)
+    report_after_run(args.store, summary.run_id, out=args.report, enabled=False if args.no_report else None)
     if summary.failed:
         print(f"{len(summary.failed)} failed cell(s):", file=sys.stderr)
         for cell, err in summary.failed:
@@ -40,25 +45,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(suite_path: str, overrides: list[str]) -> int:
+def _dry_run(suite_path: str, overrides: list[str], store_path: str, force: bool) -> int:
     from bench.plan import plan
+    from bench.store import Store
     from bench.suite import load_suite
 
     suite = load_suite(suite_path, overrides)
     cells = plan(suite)
+    done: set[str] = set()
+    if Path(store_path).exists():  # the store the run would write: unreadable is an error now, not after planning
+        with Store(store_path, readonly=True) as store:
+            done = set() if force else store.done_keys([c.key for c in cells])
     extra: list[str] = []
     for c in cells:
         extra += [k for k in c.spec.extra_axes if k not in extra]
     rows = [("sampler", "family", "nfe", "res", "hardware", *extra, "status")]
     for c in cells:
+        status = f"skipped: {c.reason}" if c.status != "planned" else "done (reused)" if c.key in done else "planned"
         rows.append((c.sampler_id, c.family, str(c.nfe), str(c.resolution), c.hardware,
-                     *(_axis_text(c.axes.get(k)) for k in extra),
-                     "planned" if c.status == "planned" else f"skipped: {c.reason}"))
+                     *(_axis_text(c.axes.get(k)) for k in extra), status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
     planned = sum(c.status == "planned" for c in cells)
-    print(f"{len(cells)} cells: {planned} planned, {len(cells) - planned} skipped")
+    reused = f"; {len(done)} of them done in {store_path} and reused (--force recomputes)" if done else ""
+    print(f"{len(cells)} cells: {planned} planned, {len(cells) - planned} skipped{reused}")
     return 0
 
 
@@ -80,7 +91,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         else:
             df.to_csv(sys.stdout, index=False)
     elif args.format == "json":
-        text = df.to_json(orient="records", indent=1)
+        text = json.dumps(_typed_records(df), indent=1, allow_nan=False)
         if out:
             out.write_text(text)
         else:
@@ -91,6 +102,90 @@ def _cmd_export(args: argparse.Namespace) -> int:
         df.to_parquet(out, index=False)
     if out:
         print(f"wrote {len(df)} rows to {out}", file=sys.stderr)
+    return 0
+
+
+_JSON_COLUMNS = ("phases", "provenance", "cell_axes")  # JSON text in the table, objects in a JSON export
+_INT_COLUMNS = ("nfe", "nfe_counted", "resolution", "n")  # ints where integral (pandas makes them floats next to NaN)
+
+
+def _typed_records(df: Any) -> list[dict[str, Any]]:
+    """The export table as JSON-ready rows: numbers as numbers (ints where integral, NaN as null), the JSON text
+    columns as objects."""
+    import math
+
+    rows = []
+    for rec in df.to_dict("records"):
+        out: dict[str, Any] = {}
+        for k, v in rec.items():
+            if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+                v = v.item()  # numpy scalar -> Python
+            if isinstance(v, float) and not math.isfinite(v):
+                v = None
+            if k in _JSON_COLUMNS and isinstance(v, str) and v:
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    pass
+            elif k in _INT_COLUMNS and isinstance(v, float) and v.is_integer():
+                v = int(v)
+            out[str(k)] = v
+        rows.append(out)
+    return rows
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    import time
+
+    from bench.store import Store
+
+    def when(t: Any) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if isinstance(t, (int, float)) else "-"
+
+    if args.action == "rm":
+        if not args.run_id:
+            raise BenchError("bench runs rm needs a run id (list them with `bench runs --store STORE`)")
+        with Store(args.store) as store:
+            run_id = store.latest_run_id() if args.run_id == "latest" else args.run_id
+            n = store.remove_run(run_id)
+        print(f"removed run {run_id} ({n} planned cells) from {args.store}; cell results stay for reuse by later "
+              "runs (bench run --force recomputes them)")
+        return 0
+    with Store(args.store, readonly=True) as store:
+        if args.action == "list":
+            if args.run_id:
+                raise BenchError("bench runs list takes no run id (bench runs show ID)")
+            runs = store.runs()
+            counts = {r["run_id"]: dict(zip(("planned", "done", "failed", "skipped"), r[1:], strict=True))
+                      for r in store.db.execute(
+                          "SELECT run_id, COUNT(*), SUM(status='done'), SUM(status='failed'), SUM(status='skipped') "
+                          "FROM run_cells GROUP BY run_id")}
+            if not runs:
+                print(f"no runs in {args.store}")
+                return 0
+            rows = [("run", "suite", "status", "started", "cells", "done", "failed", "skipped", "commit")]
+            for r in runs:
+                c = counts.get(r["run_id"], {})
+                rows.append((r["run_id"], r["suite"], r["status"] or "-", when(r["started"]),
+                             *(str(c.get(k) or 0) for k in ("planned", "done", "failed", "skipped")),
+                             (r["git_commit"] or "-")[:12]))
+            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+            for row in rows:
+                print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+            return 0
+        run_id = store.latest_run_id() if args.run_id in (None, "latest") else args.run_id
+        run = store.run(run_id)
+        status = next((r["status"] for r in store.runs() if r["run_id"] == run_id), run["status"])
+        print(f"run {run_id}: suite {run['suite']} ({run['suite_hash']}), {status}, started {when(run['started'])}, "
+              f"finished {when(run['finished'])}, executor {run['executor']}, commit {run['git_commit'] or '-'}")
+        print(f"  suite file {run['suite_path']}; command: {' '.join(run['argv'] or [])}")
+        for c in store.db.execute("SELECT sampler, nfe_requested, resolution, hardware, axes, status, reason, reused "
+                                  "FROM run_cells WHERE run_id=? ORDER BY rowid", (run_id,)):
+            axes = json.loads(c["axes"]) if c["axes"] else {}
+            more = "".join(f" {k}={v}" for k, v in axes.items() if k not in ("nfe", "resolution", "hardware"))
+            why = f": {c['reason']}" if c["reason"] else ""
+            print(f"  {c['sampler']} nfe={c['nfe_requested']} res={c['resolution']} hw={c['hardware']}{more}  "
+                  f"{c['status']}{' (reused)' if c['reused'] else ''}{why}")
     return 0
 
 
@@ -226,6 +321,9 @@ def _register_run(sub: Any) -> None:
     r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     r.add_argument("--allow-download", action="store_true", help="let feature extractors download weights")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--report", metavar="PATH", help="write the HTML report here (default: the suite's report.out, "
+                                                    "else <store folder>/reports/<suite>.html)")
+    r.add_argument("--no-report", action="store_true", help="write no HTML report (bench report writes one later)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite field for this run (VALUE is YAML; repeatable), e.g. --set base_seed=1000000 "
                         "--set axes.resolution=[16]; recorded with the run, and part of every cell key it changes")
@@ -241,6 +339,18 @@ def _register_export(sub: Any) -> None:
     e.add_argument("--format", choices=["csv", "parquet", "json"], default="csv")
     e.add_argument("-o", "--output", help="output file (default stdout; required for parquet)")
     e.set_defaults(fn=_cmd_export)
+
+
+def _register_runs(sub: Any) -> None:
+    r = sub.add_parser("runs", help="list, show or remove the runs of a store",
+                       description="bench runs [list]: every run with its status and cell counts; bench runs show ID "
+                                   "(or latest): its cells and their status; bench runs rm ID: remove a run (its "
+                                   "cell results stay for reuse). A run whose driver was killed shows as "
+                                   "interrupted. Exit 2 on bad input.")
+    r.add_argument("action", nargs="?", default="list", choices=["list", "show", "rm"])
+    r.add_argument("run_id", nargs="?", help="run id, or latest")
+    r.add_argument("--store", default=DEFAULT_STORE, help=f"results database (default {DEFAULT_STORE})")
+    r.set_defaults(fn=_cmd_runs)
 
 
 def _register_list(sub: Any) -> None:
@@ -284,7 +394,7 @@ def _registrars() -> list[Callable[[Any], None]]:
     from bench.gate import register_cli as register_baseline_and_gate
     from bench.report.command import register_cli as register_report
 
-    return [_register_run, _register_export, _register_list, _register_recipes, _register_doctor, _register_schema,
+    return [_register_run, _register_runs, _register_export, _register_list, _register_recipes, _register_doctor, _register_schema,
             _register_zoo, register_baseline_and_gate, register_report]
 
 

@@ -7,12 +7,15 @@ resumes from the keys already marked done. Only the driver process writes.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from bench.errors import BenchError
 
@@ -92,21 +95,43 @@ class Store:
                                  f"flowmap-bench reads versions up to {SCHEMA_VERSION} (upgrade flowmap-bench)")
             if not readonly:
                 self._migrate()
+            if not readonly:
+                self._mark_interrupted()
         except (sqlite3.DatabaseError, OSError, BenchError) as e:  # not SQLite, truncated, unwritable, locked
             if self._opened:
                 self.db.close()
             if isinstance(e, BenchError):
                 raise
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if not readonly and self._read_only_place():
+                raise BenchError(f"results store {self.path} is read-only (the file or its folder "
+                                 f"{self.path.parent} is not writable): read-only commands (export, report, gate, "
+                                 "runs list/show) work on it; to run into it copy it to a writable folder, or pass "
+                                 "another --store") from None
             raise BenchError(f"results store {self.path} cannot be opened{'' if readonly else ' for writing'}: "
                              f"{why} (is it a flowmap-bench store? pass another --store)") from None
+
+    def _read_only_place(self) -> bool:
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            return True
+        return folder.is_dir() and not os.access(folder, os.W_OK)
 
     def _open(self, readonly: bool) -> None:
         if readonly:
             if not self.path.is_file():
                 raise BenchError(f"no results store at {self.path} (run `bench run SUITE` first, or pass --store)")
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, timeout=30)
             self._opened = True
+            try:
+                self.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                # A WAL store in a folder this user cannot write: SQLite cannot create the shared-memory file a
+                # reader needs. Nobody can be writing it from here either, so read it as immutable (a WAL file
+                # left by a crashed writer is then not read: its last cells show after the next writable open).
+                self.db.close()
+                self.db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30)
@@ -147,6 +172,29 @@ class Store:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self.schema_version = SCHEMA_VERSION
 
+    def _mark_interrupted(self) -> None:
+        """Runs left `running` by a driver that is gone (kill -9, power loss) become `interrupted`."""
+        stale = [r["run_id"] for r in self.db.execute("SELECT run_id FROM runs WHERE status='running'")
+                 if not self._driver_alive(r["run_id"])]
+        if stale:
+            with self.db:
+                self.db.executemany("UPDATE runs SET status='interrupted' WHERE run_id=?", [(r,) for r in stale])
+                self.db.executemany("DELETE FROM meta WHERE key=?", [(_DRIVER + r,) for r in stale])
+
+    def _driver_alive(self, run_id: str) -> bool:
+        """Whether the process that started `run_id` still runs: False only when it provably does not (same
+        host, and no process with that pid and start time); runs without a driver record count as alive."""
+        if self.schema_version < 2:
+            return True
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (_DRIVER + run_id,)).fetchone()
+        try:
+            driver = json.loads(row[0]) if row else None
+        except ValueError:
+            return True
+        if not isinstance(driver, dict) or driver.get("host") != socket.gethostname():
+            return True
+        return _process_alive(driver.get("pid"), driver.get("created"))
+
     @property
     def root(self) -> Path:
         return self.path.parent
@@ -184,6 +232,7 @@ class Store:
                  json.dumps(versions), executor, json.dumps(argv), time.time(), None, "running",
                  None if run_spec is None else json.dumps(run_spec, default=str)),
             )
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_DRIVER + run_id, json.dumps(_this_driver())))
         return run_id
 
     def record_plan(self, run_id: str, cells: list[Cell], done: set[str]) -> None:
@@ -198,7 +247,17 @@ class Store:
                 "nfe_requested, resolution, hardware, axes, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def commit_cell(self, run_id: str, cell: Cell, result: CellResult) -> None:
-        """Write one cell's outcome and metrics in one transaction (its evidence sidecar first, atomically)."""
+        """Write one cell's outcome and metrics in one transaction (its evidence sidecar first, atomically).
+
+        A failed result never replaces a cell already stored as done (`bench run --force` after, say, a cache
+        problem): the run records the failure, and the good result stays for the next run to reuse."""
+        if result.status != "done":
+            row = self.db.execute("SELECT status FROM cells WHERE cell_key=?", (cell.key,)).fetchone()
+            if row is not None and row[0] == "done":
+                with self.db:
+                    self.db.execute("UPDATE run_cells SET status=?, reason=?, reused=0 WHERE run_id=? AND cell_key=?",
+                                    (result.status, result.error, run_id, cell.key))
+                return
         evidence_row = None
         if result.evidence:
             from bench.evidence import to_arrays, write_npz
@@ -216,7 +275,7 @@ class Store:
                 "spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (cell.key, run_id, cell.suite, cell.sampler_id, cell.adapter, cell.family, cell.nfe,
                  result.nfe_counted, cell.resolution, cell.hardware, result.status, result.error,
-                 json.dumps(result.phases), json.dumps(result.info, default=str), result.samples_dir,
+                 json.dumps(result.phases), json.dumps(result.info, default=str), self._stored_path(result.samples_dir),
                  result.started, result.finished, json.dumps(cell.axes), json.dumps(cell.spec.to_dict(), default=str)),
             )
             self.db.execute("DELETE FROM metrics WHERE cell_key=?", (cell.key,))
@@ -228,9 +287,40 @@ class Store:
             self.db.execute("UPDATE run_cells SET status=?, reason=? WHERE run_id=? AND cell_key=?",
                             (result.status, result.error, run_id, cell.key))
 
+    def _stored_path(self, path: str | None) -> str | None:
+        """A path as stored: relative to the store's folder when inside it (the store can move), else absolute."""
+        if not path:
+            return path
+        p = Path(path).resolve()
+        try:
+            return p.relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(p)
+
+    def stored_path(self, stored: Any) -> Any:
+        """The absolute path of a stored path (store-relative since schema 3's samples paths; older stores wrote
+        paths relative to the run's working directory, which are returned as they are)."""
+        if not isinstance(stored, str) or not stored:
+            return stored
+        p = Path(stored)
+        if p.is_absolute() or p.parts[:1] != ("samples",):
+            return stored
+        return str(self.root.resolve() / p)
+
     def finish_run(self, run_id: str, status: str) -> None:
         with self.db:
             self.db.execute("UPDATE runs SET finished=?, status=? WHERE run_id=?", (time.time(), status, run_id))
+            self.db.execute("DELETE FROM meta WHERE key=?", (_DRIVER + run_id,))
+
+    def remove_run(self, run_id: str) -> int:
+        """Delete a run and its plan; returns the number of planned cells removed. Cell results stay: they are
+        keyed by the cell, and later runs of the same cells reuse them (`bench run --force` recomputes)."""
+        self.run(run_id)  # one line when there is no such run
+        with self.db:
+            n = self.db.execute("DELETE FROM run_cells WHERE run_id=?", (run_id,)).rowcount
+            self.db.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            self.db.execute("DELETE FROM meta WHERE key=?", (_DRIVER + run_id,))
+        return int(n)
 
     # -- reading ----------------------------------------------------------------------------------
     def evidence_record(self, key: str) -> dict[str, Any] | None:
@@ -262,12 +352,16 @@ class Store:
         args: tuple[Any, ...] = ()
         if suite:
             q, args = q + " WHERE suite=?", (suite,)
-        return [dict(r) for r in self.db.execute(q + " ORDER BY started", args)]
+        out = [dict(r) for r in self.db.execute(q + " ORDER BY started", args)]
+        for r in out:  # a read-only open cannot write `interrupted`, but shows it
+            if r["status"] == "running" and not self._driver_alive(r["run_id"]):
+                r["status"] = "interrupted"
+        return out
 
     def run(self, run_id: str) -> dict[str, Any]:
         row = self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
-            raise BenchError(f"no run {run_id!r} in {self.path} (see `bench export` or `bench report`)")
+            raise BenchError(f"no run {run_id!r} in {self.path} (list them with `bench runs --store {self.path}`)")
         out = dict(row)
         for k in ("fingerprint", "versions", "argv", "run_spec"):
             out[k] = json.loads(out[k]) if out.get(k) else None
@@ -310,6 +404,7 @@ class Store:
                 {"nfe": int(n), "resolution": int(r), "hardware": h}
                 for a, n, r, h in zip(df["cell_axes"], df["nfe"], df["resolution"], df["hardware"], strict=True)]
         df["cell_axes"] = [json.dumps(a) for a in axes]  # not "axes": that is DataFrame.axes
+        df["samples_dir"] = df["samples_dir"].map(self.stored_path)
         extra: list[str] = []
         for a in axes:
             extra += [k for k in a if k not in ("nfe", "resolution", "hardware") and k not in extra]
@@ -322,6 +417,29 @@ class Store:
         out.attrs["schema_version"] = EXPORT_SCHEMA_VERSION
         out.attrs["axes"] = ["nfe", "resolution", "hardware", *extra]
         return out
+
+
+_DRIVER = "driver:"  # meta key prefix: the process that runs a run (host, pid, start time), removed when it ends
+
+
+def _this_driver() -> dict[str, Any]:
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "created": psutil.Process().create_time()}
+
+
+def _process_alive(pid: Any, created: Any) -> bool:
+    import psutil
+
+    if not isinstance(pid, int):
+        return True
+    try:
+        proc = psutil.Process(pid)
+        return not isinstance(created, (int, float)) or abs(proc.create_time() - created) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
 
 
 def _unstable(provenance: Any) -> bool:

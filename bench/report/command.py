@@ -40,8 +40,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_after_run(store_path: str | Path, run_id: str | None) -> Path | None:
-    """Write the run's report after `bench run`, as its stored resolved suite says (report.enabled / report.out).
+def default_run_report(store_path: str | Path, suite: str) -> Path:
+    """Where `bench run` writes its report when neither --report nor the suite's report.out says: beside the store,
+    so runs into different stores never overwrite one another's report."""
+    return Path(store_path).parent / "reports" / f"{suite}.html"
+
+
+def report_after_run(store_path: str | Path, run_id: str | None, out: str | Path | None = None,
+                     enabled: bool | None = None) -> Path | None:
+    """Write the run's report after `bench run`, as its stored resolved suite says (report.enabled / report.out);
+    the command line wins: `out` (--report PATH) writes there even when the suite disables the report,
+    `enabled=False` (--no-report) writes none. Default path: default_run_report().
 
     Never raises: the results are already committed, so a report problem is a one-line warning and the
     run keeps its exit code. Returns the path written, or None.
@@ -54,11 +63,12 @@ def report_after_run(store_path: str | Path, run_id: str | None) -> Path | None:
         with Store(store_path, readonly=True) as store:
             run = store.run(run_id)
         spec = (run.get("run_spec") or {}).get("report") or {}
-        if not spec.get("enabled", True):
+        if enabled is False or (out is None and not spec.get("enabled", True)):
             return None
         from bench.report.html import write_report
 
-        path = write_report(store_path, run_id=run_id, out=spec.get("out") or f"reports/{run['suite']}.html")
+        path = write_report(store_path, run_id=run_id,
+                            out=out or spec.get("out") or default_run_report(store_path, run["suite"]))
     except Exception as e:  # the run's results are safe in the store; say so and go on
         line = (str(e).splitlines() or [""])[0]
         print(f"warning: the report was not written ({type(e).__name__}: {line}); the results are in {store_path}: "
