@@ -98,7 +98,7 @@ class Worker:
         try:
             self._run(task, phases, result)
         except BaseException as e:  # a cell's failure must never take the sweep down
-            if isinstance(e, KeyboardInterrupt):
+            if isinstance(e, (KeyboardInterrupt, DriverGone)):
                 raise
             result.status = "failed"
             result.error = _one_line(e)
@@ -352,17 +352,33 @@ def _preload() -> None:
     import bench.metrics.nfe  # noqa: F401
 
 
+class DriverGone(Exception):
+    """The driver process is gone (killed): its end of the pipe is closed, so this worker stops quietly."""
+
+
 def serve(conn: Any) -> None:
-    """Worker-process loop: receive CellTasks over the pipe, send progress and results back."""
+    """Worker-process loop: receive CellTasks over the pipe, send progress and results back. When the driver is
+    killed the pipe breaks: the worker stops at its next message, without a traceback (the driver's next open of
+    the store marks the run interrupted)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     _preload()
-    worker = Worker(progress=lambda msg: conn.send(("progress", msg)))
-    conn.send(("ready", os.getpid()))
-    while True:
+
+    def send(msg: Any) -> None:
         try:
-            task = conn.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        conn.send(("result", worker.run(task)))
+            conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError, EOFError) as e:
+            raise DriverGone from e
+
+    worker = Worker(progress=lambda msg: send(("progress", msg)))
+    try:
+        send(("ready", os.getpid()))
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            send(("result", worker.run(task)))
+    except DriverGone:
+        return
