@@ -261,6 +261,8 @@ def _offline_checks() -> list[tuple[str, bool, str]]:
         checks.extend(verify())
     except ImportError:
         checks.append(("zoo weights", False, "bench.zoo not available"))
+    except BenchError as e:  # a malformed manifest: doctor lists it with the rest
+        checks.append(("zoo weights", False, str(e)))
     try:
         from bench.adapters.hf.weights import offline_status as hf_status
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import MissingWeightsError
+from bench.errors import BenchError, MissingWeightsError
 
 ENV_VAR = "BENCH_ZOO_WEIGHTS"
 MANIFEST = "manifest.json"
@@ -51,12 +51,50 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# Per model entry: field -> type it must have when present ("file" and "sha256" are required).
+_ENTRY_FIELDS: dict[str, Any] = {"file": str, "sha256": str, "bytes": int, "parameters": int,
+                                 "shipped_parameters": int, "dtype": str, "note": str, "recipe": dict, "quality": dict}
+
+
 def read_manifest(folder: Path | None = None) -> dict[str, Any]:
+    """The weights folder's manifest, checked: a malformed one (a bad BENCH_ZOO_WEIGHTS folder) is a one-line
+    BenchError naming the file, never a traceback in `bench zoo verify|card` or while planning a suite."""
     path = (folder or weights_dir()) / MANIFEST
     if not path.is_file():
         return {"models": {}}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        why = (str(e).splitlines() or [""])[0] if not isinstance(e, RecursionError) else "nested too deeply"
+        raise BenchError(f"zoo manifest {path} is not readable JSON ({why}); restore it, or point {ENV_VAR} at "
+                         "another weights folder") from None
+    problem = _manifest_problem(data)
+    if problem:
+        raise BenchError(f"zoo manifest {path} is malformed: {problem}; restore it, or point {ENV_VAR} at another "
+                         "weights folder")
+    return data
+
+
+def _manifest_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"the top level is {type(data).__name__}, not a mapping"
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        return f"models is {type(models).__name__}, not a mapping"
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            return f"models.{name} is {type(entry).__name__}, not a mapping"
+        for key in ("file", "sha256"):
+            if key not in entry:
+                return f"models.{name}.{key} is missing"
+        for key, kind in _ENTRY_FIELDS.items():
+            value = entry.get(key)
+            if key in entry and (not isinstance(value, kind) or isinstance(value, bool)):
+                return f"models.{name}.{key} is {value!r:.40}, not {kind.__name__}"
+        file = entry["file"]
+        if not file or Path(file).name != file or file in (".", ".."):
+            return f"models.{name}.file {file!r:.60} is not a file name in the weights folder"
+    return None
 
 
 def write_manifest(manifest: dict[str, Any], folder: Path | None = None) -> Path:

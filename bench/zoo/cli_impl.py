@@ -200,38 +200,50 @@ def card(folder: Path | None = None) -> str:
     lines = [f"zoo weights: {folder}"]
     total = 0
     for name, e in sorted(models.items()):
+        try:
+            lines += _card_lines(name, e)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise BenchError(f"zoo manifest {folder / checkpoints.MANIFEST}: models.{name} cannot be shown "
+                             f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); restore the file, or "
+                             f"point {checkpoints.ENV_VAR} at another weights folder") from None
         total += e.get("bytes", 0)
-        params = e.get("shipped_parameters") or e.get("parameters")
-        lines.append(f"\n{name}: {e['file']} ({e.get('bytes', 0) / 1e6:.2f} MB {e.get('dtype', '')}, "
-                     f"{params} parameters shipped, sha256 {e['sha256'][:12]}…)")
-        rec = e.get("recipe") or {}
-        for k, st in enumerate(rec.get("stages") or ([rec] if rec else [])):
-            label = f"stage {k + 1}" if rec.get("stages") else "recipe"
-            init = " (from stage 1 weights)" if st.get("init") else ""
-            lines.append(f"  {label}: " + _fmt_recipe(st) + init)
-        if rec.get("stages"):
-            lines.append(f"  total: {rec['steps']} steps, {rec['wall_seconds']} s")
-        if rec.get("objective"):  # a distilled student: what it learned from, and its comparable budget
-            b = rec.get("budget") or {}
-            lines.append(f"  student: family {rec.get('family')}, objective {rec['objective']}, options "
-                         f"{json.dumps(rec.get('options') or {})}, EMA {rec.get('ema')}, from teacher "
-                         f"{(rec.get('teacher') or {}).get('sha256', '?')[:12]}…")
-            lines.append(f"  budget: {b.get('kind')} {b.get('max_seconds')} s -> {rec.get('steps')} steps x batch "
-                         f"{rec.get('batch')} = {b.get('steps_x_batch')} images, {b.get('teacher_evals_per_image')} "
-                         f"teacher evaluations per image, {rec.get('skipped_steps', 0)} non-finite steps skipped")
-        q = e.get("quality") or {}
-        for key in ("attribute_accuracy_32", "attribute_accuracy_16"):
-            if key in q:
-                lines.append(f"  zero-shot attribute accuracy (eval split, {q.get('n')} images, "
-                             f"{key.rsplit('_', 1)[1]}x{key.rsplit('_', 1)[1]}): "
-                             + ", ".join(f"{k} {v:.1%}" for k, v in q[key].items()))
-        if "dynamic_range" in q:
-            lines += _teacher_table(q["dynamic_range"])
-        for k, v in q.items():
-            if k not in ("attribute_accuracy_32", "attribute_accuracy_16", "dynamic_range", "n"):
-                lines.append(f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}")
     lines.append(f"\ntotal {total / 2**20:.2f} MiB of {SIZE_BUDGET_BYTES / 2**20:.0f} MiB budget")
     return "\n".join(lines)
+
+
+def _card_lines(name: str, e: dict[str, Any]) -> list[str]:
+    """One model's card: recipe (stages), student budget, quality."""
+    lines: list[str] = []
+    params = e.get("shipped_parameters") or e.get("parameters")
+    lines.append(f"\n{name}: {e['file']} ({e.get('bytes', 0) / 1e6:.2f} MB {e.get('dtype', '')}, "
+                 f"{params} parameters shipped, sha256 {e['sha256'][:12]}…)")
+    rec = e.get("recipe") or {}
+    for k, st in enumerate(rec.get("stages") or ([rec] if rec else [])):
+        label = f"stage {k + 1}" if rec.get("stages") else "recipe"
+        init = " (from stage 1 weights)" if st.get("init") else ""
+        lines.append(f"  {label}: " + _fmt_recipe(st) + init)
+    if rec.get("stages"):
+        lines.append(f"  total: {rec['steps']} steps, {rec['wall_seconds']} s")
+    if rec.get("objective"):  # a distilled student: what it learned from, and its comparable budget
+        b = rec.get("budget") or {}
+        lines.append(f"  student: family {rec.get('family')}, objective {rec['objective']}, options "
+                     f"{json.dumps(rec.get('options') or {})}, EMA {rec.get('ema')}, from teacher "
+                     f"{(rec.get('teacher') or {}).get('sha256', '?')[:12]}…")
+        lines.append(f"  budget: {b.get('kind')} {b.get('max_seconds')} s -> {rec.get('steps')} steps x batch "
+                     f"{rec.get('batch')} = {b.get('steps_x_batch')} images, {b.get('teacher_evals_per_image')} "
+                     f"teacher evaluations per image, {rec.get('skipped_steps', 0)} non-finite steps skipped")
+    q = e.get("quality") or {}
+    for key in ("attribute_accuracy_32", "attribute_accuracy_16"):
+        if key in q:
+            lines.append(f"  zero-shot attribute accuracy (eval split, {q.get('n')} images, "
+                         f"{key.rsplit('_', 1)[1]}x{key.rsplit('_', 1)[1]}): "
+                         + ", ".join(f"{k} {v:.1%}" for k, v in q[key].items()))
+    if "dynamic_range" in q:
+        lines += _teacher_table(q["dynamic_range"])
+    for k, v in q.items():
+        if k not in ("attribute_accuracy_32", "attribute_accuracy_16", "dynamic_range", "n"):
+            lines.append(f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
