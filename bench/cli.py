@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -123,10 +124,8 @@ def _typed_records(df: Any) -> list[dict[str, Any]]:
             if isinstance(v, float) and not math.isfinite(v):
                 v = None
             if k in _JSON_COLUMNS and isinstance(v, str) and v:
-                try:
+                with contextlib.suppress(ValueError):  # not JSON: kept as text
                     v = json.loads(v)
-                except ValueError:
-                    pass
             elif k in _INT_COLUMNS and isinstance(v, float) and v.is_integer():
                 v = int(v)
             out[str(k)] = v

@@ -76,6 +76,9 @@ def _read_lines(path: Path, what: str) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise BenchError(f"dataset prompts: cannot read {what} {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise BenchError(f"dataset prompts: {what} {path} is not UTF-8 text (byte {e.start}: {e.reason}); give a "
+                         "text file with one entry per line") from None
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 

@@ -220,7 +220,7 @@ def test_deeply_nested_yaml_is_one_line(tmp_path, capsys):
 def test_resource_bombs_are_refused_at_load(tmp_path, capsys, edit, what):
     suite = tmp_path / "s.yaml"
     suite.write_text(SUITE.replace("samples: 16", edit))
-    err = one_line_exit_2(capsys, ["run", str(suite), "--dry-run"], "s.yaml", what, "limits")
+    one_line_exit_2(capsys, ["run", str(suite), "--dry-run"], "s.yaml", what, "limits")
 
 
 def test_a_huge_nfe_is_refused_at_load(tmp_path, capsys):

@@ -83,22 +83,9 @@ def tensors_sha256(named: Any) -> str:
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors or a torch file loaded with weights_only=True (pickles with code refused)."""
-    p = Path(path)
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from bench.weightfiles import load_state_dict
 
-            sd: Any = load_file(str(p), device="cpu")
-        else:
-            sd = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt file or a pickle that is not plain tensors
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise BenchError(f"cannot load weights from {p}: {first}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise BenchError(f"cannot load weights from {p}: not a state dict of tensors")
-    return sd
+    return load_state_dict(path)
 
 
 def _existing_file(value: str | os.PathLike[str], what: str, setting: str, hint: str) -> Path:

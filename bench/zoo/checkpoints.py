@@ -121,12 +121,21 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors (floating ones as float32) and decoded metadata of a safetensors file."""
     from safetensors import safe_open
 
+    from bench.weightfiles import safetensors_error
+
     tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt") as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-        for k in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-            v = f.get_tensor(k)
-            tensors[k] = v.float() if v.is_floating_point() else v
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            for k in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                v = f.get_tensor(k)
+                tensors[k] = v.float() if v.is_floating_point() else v
+    except (OSError, ValueError, RuntimeError) as e:  # a checkpoint= path given by the user, or a damaged file
+        raise safetensors_error(path, e) from None
+    except Exception as e:  # safetensors' SafetensorError (header too large, truncated) is not an OSError
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise safetensors_error(path, e) from None
     return tensors, meta
 
 

@@ -154,23 +154,15 @@ def resolve_file(spec: str, option: str, local_files_only: bool = True) -> Resol
 
 
 def load_state_dict(path: str) -> dict[str, Any]:
-    """Tensors from .safetensors, or a torch file with weights_only=True (pickles that run code are refused)."""
-    import torch
+    """Tensors from .safetensors, or a torch file with weights_only=True (pickles that run code are refused); a
+    file that cannot be read is one line naming it (bench.weightfiles)."""
+    from bench.errors import BenchError
+    from bench.weightfiles import load_state_dict as load
 
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MissingWeightsError(f"cannot load {path} with weights_only=True: {first}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise MissingWeightsError(f"{path} is not a state dict of tensors")
-    return sd
+        return load(path)
+    except BenchError as e:
+        raise MissingWeightsError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------- doctor
