@@ -162,4 +162,6 @@ def base_provenance(ctx: QualityContext, space: FeatureSpace | None = None,
         prov["reference"] = {"n": int(ref.stats.n), "indices_sha256": ref.key["indices_sha256"][:16],
                              "indices_range": ref.key["indices_range"], "cache_key": ref.digest[:32],
                              "from_cache": ref.from_cache}
+        if ref.recovered:  # the report and export show that a corrupt cache file was replaced
+            prov["reference"]["cache_recovered"] = ref.recovered
     return prov

@@ -115,8 +115,8 @@ def _floor(ctx: QualityContext, metric: str, s: dict[str, Any],
 
     key = {"floor_kind": kind, "reference": ref.digest, "floor_reference": other.digest, "bootstrap": s["resamples"],
            "confidence": s["confidence"], "seed": FLOOR_SEED, "backend": s["backend"]}
-    numbers, from_cache = cached_numbers(ctx.cache_dir, "fd_floor", key, compute)
-    return {**numbers, "from_cache": from_cache}, kind, other
+    numbers, from_cache, recovered = cached_numbers(ctx.cache_dir, "fd_floor", key, compute)
+    return {**numbers, "from_cache": from_cache, "cache_recovered": recovered}, kind, other
 
 
 def _nan_to_none(v: float) -> float | None:
@@ -146,6 +146,7 @@ def _floor_result(ctx: QualityContext, name: str, s: dict[str, Any], floor: dict
                "method": "percentile bootstrap of the floor set's features, reference stats fixed, shifted by "
                          "the bootstrap bias estimate", "bias": _nan_to_none(floor["bias"])},
         "from_cache": floor["from_cache"],
+        **({"cache_recovered": floor["cache_recovered"]} if floor.get("cache_recovered") else {}),
     })
     return MetricResult(name=name, value=float(floor["value"]), higher_is_better=False,
                         ci_low=_nan_to_none(floor["ci_low"]), ci_high=_nan_to_none(floor["ci_high"]),

@@ -13,6 +13,7 @@ and FD needs more samples than feature dimensions (N > D), or the covariance is 
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,10 +79,15 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureStats:
-        with np.load(path, allow_pickle=False) as z:
-            mean = np.asarray(z["mu"], dtype=np.float64)
-            cov = np.asarray(z["sigma"], dtype=np.float64)
-            n = int(z["n"]) if "n" in z.files else -1
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                mean = np.asarray(z["mu"], dtype=np.float64)
+                cov = np.asarray(z["sigma"], dtype=np.float64)
+                n = int(z["n"]) if "n" in z.files else -1
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            why = (str(e).splitlines() or [""])[0] or type(e).__name__
+            raise BenchError(f"{path}: not readable feature statistics (an .npz with mu, sigma): "
+                             f"{type(e).__name__}: {why}") from None
         if mean.ndim != 1 or cov.shape != (mean.shape[0], mean.shape[0]):
             raise BenchError(f"{path}: not feature statistics (mu {mean.shape}, sigma {cov.shape})")
         return cls(mean=mean, cov=cov, n=n)

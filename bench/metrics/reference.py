@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ class ReferenceSet:
     digest: str
     path: Path
     from_cache: bool
+    recovered: str | None = None  # a corrupt cache file that was moved aside and recomputed (for provenance)
 
 
 def indices_digest(indices: Sequence[int]) -> str:
@@ -76,17 +80,27 @@ def _atomic_savez(path: Path, **arrays: Any) -> None:
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
-def _load_checked(path: Path, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The arrays of a cache file whose stored key equals `key`; None if missing, unreadable or stale."""
+def _load_checked(path: Path, key: dict[str, Any]) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """(the arrays of a cache file whose stored key equals `key`, None) when it is good; (None, None) when it is
+    missing or stale (another key: recomputed and overwritten); (None, note) when it is corrupt (empty, truncated,
+    not an .npz): the file is moved aside to `<file>.corrupt-<time>` so it can be inspected, and the note says so
+    for the metric's provenance. Never raises for a bad file."""
     if not path.is_file():
-        return None
+        return None, None
     try:
         with np.load(path, allow_pickle=False) as z:
             if "key" not in z.files or json.loads(str(z["key"])) != json.loads(json.dumps(key, default=str)):
-                return None
-            return {name: z[name] for name in z.files}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
-        return None
+                return None, None
+            return {name: z[name] for name in z.files}, None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        why = (str(e).splitlines() or [""])[0] or type(e).__name__
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        try:
+            os.replace(path, aside)
+        except OSError:  # another worker moved it first, or the folder is read-only: recompute anyway
+            return None, f"reference cache file {path} was corrupt ({type(e).__name__}: {why}); recomputed"
+        return None, (f"reference cache file {path} was corrupt ({type(e).__name__}: {why}); moved aside to "
+                      f"{aside.name} and recomputed")
 
 
 def reference_set(ctx: QualityContext, space: FeatureSpace, indices: Sequence[int], role: str,
@@ -98,8 +112,8 @@ def reference_set(ctx: QualityContext, space: FeatureSpace, indices: Sequence[in
     key = reference_key(ctx.dataset, ctx.resolution, space, indices, role, draw)
     digest = key_digest(key)
     path = Path(ctx.cache_dir) / SUBDIR / f"ref-{digest[:32]}.npz"
-    arrays = _load_checked(path, key)
-    if arrays is not None:
+    arrays, recovered = _load_checked(path, key)
+    if arrays is not None and {"mu", "sigma", "n", "features"} <= set(arrays):
         stats = FeatureStats(mean=arrays["mu"], cov=arrays["sigma"], n=int(arrays["n"]))
         return ReferenceSet(arrays["features"], stats, key, digest, path, from_cache=True)
     if draw is None:
@@ -115,18 +129,22 @@ def reference_set(ctx: QualityContext, space: FeatureSpace, indices: Sequence[in
     stats = FeatureStats.from_features(feats)
     _atomic_savez(path, key=np.array(json.dumps(key, sort_keys=True, default=str)), features=feats,
                   mu=stats.mean, sigma=stats.cov, n=np.int64(stats.n))
-    return ReferenceSet(feats, stats, key, digest, path, from_cache=False)
+    return ReferenceSet(feats, stats, key, digest, path, from_cache=False, recovered=recovered)
 
 
 def cached_numbers(cache_dir: Path, kind: str, key: dict[str, Any],
-                   compute: Callable[[], dict[str, float]]) -> tuple[dict[str, float], bool]:
-    """Small derived numbers (e.g. the FD noise floor) cached under the same rules: (numbers, from_cache)."""
+                   compute: Callable[[], dict[str, float]]) -> tuple[dict[str, float], bool, str | None]:
+    """Small derived numbers (e.g. the FD noise floor) cached under the same rules: (numbers, from_cache, the
+    note when a corrupt cache file was moved aside and recomputed)."""
     full = {"format": FORMAT, "kind": kind, **key}
     path = Path(cache_dir) / SUBDIR / f"{kind}-{key_digest(full)[:32]}.npz"
-    arrays = _load_checked(path, full)
+    arrays, recovered = _load_checked(path, full)
     if arrays is not None:
-        return {k: float(v) for k, v in arrays.items() if k != "key"}, True
+        try:
+            return {k: float(v) for k, v in arrays.items() if k != "key"}, True, None
+        except (TypeError, ValueError):  # right key, wrong arrays: recompute over it
+            pass
     numbers = compute()
     _atomic_savez(path, key=np.array(json.dumps(full, sort_keys=True, default=str)),
                   **{k: np.float64(v) for k, v in numbers.items()})
-    return numbers, False
+    return numbers, False, recovered
