@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -425,14 +427,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
+        print(f"bench: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
+    except sqlite3.DatabaseError as e:  # a store damaged in a way its opener did not catch: still one line
+        store = getattr(args, "store", None)
+        print(f"bench: error: results store {store}: {_one_line(str(e))} (is it a flowmap-bench store? pass "
+              "another --store)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("bench: interrupted (finished cells are saved; rerun to resume)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `bench export | head`
         sys.stderr.close()
         return 0
+
+
+def _one_line(text: str) -> str:
+    """An error message on one line: control characters from user input (a key with a newline) shown escaped."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
 
 
 def _entry() -> Any:

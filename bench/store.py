@@ -90,6 +90,9 @@ class Store:
         try:
             self._open(readonly)
             self.schema_version = self._read_version()
+            if readonly and self.schema_version == 0:
+                raise BenchError(f"results store {self.path} holds no results (an empty or foreign SQLite file; "
+                                 "is it a flowmap-bench store? pass another --store)")
             if self.schema_version > SCHEMA_VERSION:
                 raise BenchError(f"results store {self.path} has schema version {self.schema_version}; this "
                                  f"flowmap-bench reads versions up to {SCHEMA_VERSION} (upgrade flowmap-bench)")
@@ -147,7 +150,10 @@ class Store:
         if "meta" not in tables:
             return 1 if "cells" in tables else 0
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        return int(row[0]) if row else 1
+        try:
+            return int(row[0]) if row else 1
+        except (TypeError, ValueError):
+            raise BenchError(f"results store {self.path} has a damaged schema version {row[0]!r:.20}") from None
 
     def _migrate(self) -> None:
         """Bring a new or older store to SCHEMA_VERSION. 1 -> 2 only adds tables: old cells keep their numbers
