@@ -356,6 +356,40 @@ def _register_runs(sub: Any) -> None:
     r.set_defaults(fn=_cmd_runs)
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import check_adapter
+
+    try:
+        options = json.loads(args.options) if args.options else {}
+    except ValueError as e:
+        raise BenchError(f"--options {args.options!r} is not JSON ({e}); e.g. --options '{{\"steps\": 4}}'") from None
+    if not isinstance(options, dict):
+        raise BenchError(f"--options must be a JSON object of keyword arguments, got {type(options).__name__}")
+    checks = check_adapter(args.adapter, options, nfe=args.nfe, resolution=args.resolution, hardware=args.hardware,
+                           images=args.images, guidance=args.guidance)
+    for c in checks:
+        print(c.line())
+    failed = [c.name for c in checks if c.status == "FAIL"]
+    print(f"{args.adapter}: {'FAILED ' + ', '.join(failed) if failed else 'all checks passed'}")
+    return 1 if failed else 0
+
+
+def _register_check(sub: Any) -> None:
+    c = sub.add_parser("check", help="check a sampler adapter on a few images before a sweep",
+                       description="Build, load and sample an adapter on a few images and check what the worker "
+                                   "checks in every cell: the output contract, counted NFE, batch-size invariance, "
+                                   "repeatability and the determinism probe (bench/contract.py). One line per "
+                                   "check. Exit 0 all passed, 1 a check failed, 2 bad input.")
+    c.add_argument("adapter", help="registered name (bench list samplers) or module.path:ClassName")
+    c.add_argument("--options", help="the suite's options: as JSON, e.g. '{\"components\": 4}'")
+    c.add_argument("--nfe", type=int, help="requested steps (default 4, or the nearest count it supports)")
+    c.add_argument("--resolution", type=int, help="image size (default: the smallest it supports, else 16)")
+    c.add_argument("--hardware", default="cpu", help="hardware spec (default cpu)")
+    c.add_argument("--guidance", type=float, help="guidance scale w (default: none, the sampler's own)")
+    c.add_argument("--images", type=int, default=4, help="images per batch (default 4)")
+    c.set_defaults(fn=_cmd_check)
+
+
 def _register_list(sub: Any) -> None:
     ls = sub.add_parser("list", help="list registered samplers, datasets or metrics")
     ls.add_argument("what", choices=["samplers", "datasets", "metrics"])
@@ -397,8 +431,8 @@ def _registrars() -> list[Callable[[Any], None]]:
     from bench.gate import register_cli as register_baseline_and_gate
     from bench.report.command import register_cli as register_report
 
-    return [_register_run, _register_runs, _register_export, _register_list, _register_recipes, _register_doctor, _register_schema,
-            _register_zoo, register_baseline_and_gate, register_report]
+    return [_register_run, _register_runs, _register_export, _register_list, _register_recipes, _register_doctor,
+            _register_schema, _register_zoo, _register_check, register_baseline_and_gate, register_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

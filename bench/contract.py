@@ -1,6 +1,6 @@
 """The sampler output contract: what `sample()` must return, checked before anything is scored.
 
-After every `sample(req)` call of a cell the worker checks (and a future `bench check ADAPTER` can call
+After every `sample(req)` call of a cell the worker checks (and `bench check ADAPTER`, bench/check.py, calls
 the same functions):
 
 - the output is a `torch.Tensor` of shape exactly `(N, 3, H, W)` for the request's N, H, W;
