@@ -19,9 +19,8 @@ import pytest
 
 from bench.cli import main
 from bench.store import CellResult, Store
+from tests._paths import SUITES, bench_env
 from tests.cells import make_cell
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SUITE = """\
 name: tiny
@@ -93,9 +92,8 @@ def _without_dac(argv: list[str]) -> list[str]:
 
 
 def _bench(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(_without_dac([sys.executable, "-m", "bench", *argv]), capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=120, check=False)
+                          cwd=cwd, env=bench_env(), timeout=120, check=False)
 
 
 @pytest.fixture
@@ -155,8 +153,7 @@ def test_a_run_left_running_by_a_killed_driver_is_marked_interrupted_on_the_next
             "s.start_run('tiny', 'h', 'p', 't', git_commit=None, fingerprint={}, versions={}, executor='local', "
             "argv=[])\n"
             "os._exit(0)  # like kill -9: no finish_run\n")
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                   timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, env=bench_env(), timeout=60)
     with Store(store, readonly=True) as st:
         assert [r["status"] for r in st.runs()] == ["interrupted"]  # shown so even where it cannot be written
     with Store(store) as st:
@@ -237,7 +234,7 @@ def test_a_suite_can_raise_its_limits_explicitly(tmp_path, capsys):
     assert main(["run", str(suite), "--dry-run"]) == 0
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_suites_fit_the_default_limits(path):
     from bench.suite import load_suite
 
