@@ -463,12 +463,12 @@ def limit_problem(model: SuiteModel) -> tuple[tuple[str | int, ...], str] | None
         if n > lim.max_samples:
             return loc, over(n, lim.max_samples, "max_samples", "images per cell")
         dim = max(3 * r * r, FEATURE_DIM_FLOOR) if pixels else FEATURE_DIM_FLOOR
-        values = n * dim
-        if values > lim.max_feature_values:
-            return loc, (f"{n:,} images at resolution {r} need about {values:,} feature values per cell (N x D, "
+        n_values = n * dim
+        if n_values > lim.max_feature_values:
+            return loc, (f"{n:,} images at resolution {r} need about {n_values:,} feature values per cell (N x D, "
                          f"D = {dim}), over limits.max_feature_values = "
                          f"{lim.max_feature_values:,}; lower the count or raise the limit in the suite "
-                         f"(limits: {{max_feature_values: {values}}})")
+                         f"(limits: {{max_feature_values: {n_values}}})")
     if model.batch_size > lim.max_batch:
         return ("batch_size",), over(model.batch_size, lim.max_batch, "max_batch", "batch size")
     latency = model.metrics.get("latency") or {}

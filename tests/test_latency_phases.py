@@ -1,8 +1,10 @@
 """Latency phases: each timed call split into conditioning / denoising / decoding at its counted network calls.
 
-The split is checked twice: on a sampler whose phases have known lengths (sleeps), and on real pipelines (tiny
-diffusers pipelines built offline, an embedded zoo student), where the three medians must add up to the
-whole-call median within max(its IQR, 5 %) and every phase that exists must be > 0. No claim about speed.
+The split is checked twice: on a sampler whose phases have known lengths (sleeps: each phase's value must land on
+its sleep), and on real pipelines (tiny diffusers pipelines built offline, an embedded zoo student), where the
+three phases must add up to the whole-call median within max(its IQR, 5 %) and every phase that exists must be
+> 0. Each phase is the call's median times the phase's measured share of the timed calls' time, so the sum holds
+by construction; the known-length sampler is what checks the shares. No claim about speed.
 """
 
 from __future__ import annotations

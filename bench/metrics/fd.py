@@ -116,7 +116,8 @@ def _floor(ctx: QualityContext, metric: str, s: dict[str, Any],
     key = {"floor_kind": kind, "reference": ref.digest, "floor_reference": other.digest, "bootstrap": s["resamples"],
            "confidence": s["confidence"], "seed": FLOOR_SEED, "backend": s["backend"]}
     numbers, from_cache, recovered = cached_numbers(ctx.cache_dir, "fd_floor", key, compute)
-    return {**numbers, "from_cache": from_cache, "cache_recovered": recovered}, kind, other
+    out: dict[str, Any] = {**numbers, "from_cache": from_cache, "cache_recovered": recovered}
+    return out, kind, other
 
 
 def _nan_to_none(v: float) -> float | None:

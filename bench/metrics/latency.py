@@ -104,6 +104,7 @@ class LatencyResult:
     cpu_q75_s: float | None = None
     phases: dict[str, tuple[float, float, float]] | None = None  # phase -> (median, q25, q75) seconds per call
     phase_calls: int = 0  # timed calls the phases were read from
+    phase_shares: dict[str, float] | None = None  # phase -> share of the timed calls' total time
 
     def per_image_ms(self) -> tuple[float, float, float]:
         b = self.batch_size
@@ -121,7 +122,7 @@ class PhaseClock:
 
     Use as a context manager around `measure(..., phases=clock)`: entering puts a forward pre-hook and a forward
     hook on each network, leaving removes them. `wrap(fn)` marks the call's start and end; `reset()` forgets the
-    calls so far (measure calls it after warm-up); `summary()` gives each phase's median and quartiles per call.
+    calls so far (measure calls it after warm-up); `shares()` gives each phase's share of the timed calls' time.
     """
 
     def __init__(self, networks: Any, device: torch.device) -> None:
@@ -193,16 +194,19 @@ class PhaseClock:
                 out.append((first - start, last - first, end - last))
         return out
 
-    def summary(self) -> tuple[dict[str, tuple[float, float, float]] | None, int]:
+    def shares(self) -> tuple[dict[str, float] | None, int]:
+        """Each phase's share of the timed calls' total time (sums over the calls, so the shares add up to 1),
+        and how many calls they were read from. Shares rather than per-phase medians: the call's own latency is
+        a median over runs of block means, and a median of each phase would not add up to it when calls vary
+        (a loaded machine, a tiny network where Python overhead dominates)."""
         d = self.durations()
         if not d:
             return None, 0
         arr = np.asarray(d, dtype=np.float64)
-        out = {}
-        for i, name in enumerate(PHASES):
-            q25, med, q75 = (float(x) for x in np.percentile(arr[:, i], [25, 50, 75]))
-            out[name] = (med, q25, q75)
-        return out, len(d)
+        total = float(arr.sum())
+        if total <= 0:
+            return None, len(d)
+        return {name: float(arr[:, i].sum()) / total for i, name in enumerate(PHASES)}, len(d)
 
 
 def stability(runs: int, median: float, q25: float, q75: float, min_runs: int = DEFAULT_MIN_RUNS,
@@ -293,7 +297,10 @@ def measure(fn: Callable[[], object], batch_size: int, device: torch.device, *, 
         result.cpu_q25_s, result.cpu_median_s, result.cpu_q75_s = (
             float(x) for x in np.percentile(np.asarray(cpu_runs), [25, 50, 75]))
     if phases is not None:
-        result.phases, result.phase_calls = phases.summary()
+        shares, result.phase_calls = phases.shares()
+        if shares is not None:  # the call's median and IQR, split by each phase's measured share of the time
+            result.phases = {p: (f * med, f * q25, f * q75) for p, f in shares.items()}
+            result.phase_shares = shares
     return result
 
 
@@ -340,7 +347,8 @@ def phase_metrics(r: LatencyResult, wall_names: list[str], provenance: dict[str,
     out = []
     for phase, (med, q25, q75) in r.phases.items():
         prov = {**provenance, "phase": phase, "split": PHASE_SPLIT, "calls": r.phase_calls,
-                "ci": "interquartile range over the timed calls"}
+                "share": (r.phase_shares or {}).get(phase),
+                "ci": "the call's interquartile range x this phase's share of the timed calls' time"}
         for wall in wall_names:
             out.append(MetricResult(phase_metric_name(phase, wall), med * 1e3 / b, False, q25 * 1e3 / b,
                                     q75 * 1e3 / b, r.phase_calls, dict(prov)))
