@@ -12,6 +12,22 @@ if str(ROOT) not in sys.path:  # spawned workers inherit sys.path, so tests.plug
 
 
 @pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny diffusers pipelines in a fresh folder (built lazily, once per module), the hub offline, one thread."""
+    import torch
+
+    root = tmp_path_factory.mktemp("tiny")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BENCH_TINY_DIR", str(root))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield root
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """Small tensors: one intra-op thread is as fast and does not stall when CI's cores are shared."""
     import torch

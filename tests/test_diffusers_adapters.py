@@ -56,17 +56,9 @@ socket.getaddrinfo = lambda host, *a, **k: _refuse(f"getaddrinfo {host!r}")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Tiny pipelines in a fresh folder (built lazily, once), the hub offline, one thread."""
-    root = tmp_path_factory.mktemp("tiny")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BENCH_TINY_DIR", str(root))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield root
-    torch.set_num_threads(threads)
-    mp.undo()
+def _tiny(tiny_env: Path) -> Path:
+    """Every test here uses the tiny pipelines (conftest's tiny_env)."""
+    return tiny_env
 
 
 @pytest.fixture

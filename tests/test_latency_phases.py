@@ -10,7 +10,6 @@ by construction; the known-length sampler is what checks the shares. No claim ab
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +72,6 @@ def test_the_split_falls_at_the_first_and_last_network_call() -> None:
     assert LatencyOptions().phases is True
 
 
-@pytest.fixture(scope="module")
-def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BENCH_TINY_DIR", str(root))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield root
-    torch.set_num_threads(threads)
-    mp.undo()
 
 
 # (adapter, options, steps, resolution): text encoders + UNet + VAE; class-conditional pixel space (no encoder, no

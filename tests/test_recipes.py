@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +34,9 @@ CPU = HardwareSpec.parse("cpu:threads=1")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BENCH_TINY_DIR", str(root))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield root
-    torch.set_num_threads(threads)
-    mp.undo()
+def _tiny(tiny_env: Path) -> Path:
+    """Every test here uses the tiny pipelines (conftest's tiny_env)."""
+    return tiny_env
 
 
 def _loaded(adapter: str, options: dict[str, Any]) -> Any:
