@@ -133,6 +133,17 @@ def cell_label(cell: Any) -> str:
     return f"{name} @ {req} steps ({float(counted):g} NFE)"
 
 
+def _add_point(s: plots.Series, xv: Value, yv: Value, label: str) -> None:
+    """One point of a plotted series: both values with their intervals, and its label."""
+    s.x.append(float(xv.value))  # type: ignore[arg-type]
+    s.y.append(float(yv.value))  # type: ignore[arg-type]
+    s.x_lo.append(xv.ci_low)
+    s.x_hi.append(xv.ci_high)
+    s.y_lo.append(yv.ci_low)
+    s.y_hi.append(yv.ci_high)
+    s.labels.append(label)
+
+
 def _nfe_x(cell: Any) -> float:
     c = cell.nfe_counted
     return float(cell.nfe) if c is None or pd.isna(c) else float(c)
@@ -179,13 +190,7 @@ def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, 
             continue
         s = out.setdefault(str(c.line), plots.Series(str(c.sampler), str(c.family), faded=faded,
                                                      name=f"{c.line}{suffix}", line=str(c.line)))
-        s.x.append(float(xv.value))  # type: ignore[arg-type]
-        s.y.append(float(yv.value))  # type: ignore[arg-type]
-        s.x_lo.append(xv.ci_low)
-        s.x_hi.append(xv.ci_high)
-        s.y_lo.append(yv.ci_low)
-        s.y_hi.append(yv.ci_high)
-        s.labels.append(f"{_nfe_x(c):g}")
+        _add_point(s, xv, yv, f"{_nfe_x(c):g}")
         if mark_unstable:
             s.unstable.append(any(m is not None and data.unstable_reason(c.cell_key, m) is not None
                                   for m in (xmetric, ymetric) if m is not None and m.startswith("latency")))
@@ -533,13 +538,7 @@ def _guidance_section(ctx: _Ctx, data: RunData) -> dict[str, Any] | None:
                 s = plots.Series(str(first.sampler), str(first.family), name=name, line=name)
                 for w, c in points:
                     xv, yv = data.value(c.cell_key, fd.name), data.value(c.cell_key, clip.name)
-                    s.x.append(float(xv.value))  # type: ignore[arg-type]
-                    s.y.append(float(yv.value))  # type: ignore[arg-type]
-                    s.x_lo.append(xv.ci_low)
-                    s.x_hi.append(xv.ci_high)
-                    s.y_lo.append(yv.ci_low)
-                    s.y_hi.append(yv.ci_high)
-                    s.labels.append(f"w={w:g}")
+                    _add_point(s, xv, yv, f"w={w:g}")
                 series.append(s)
             if not series:
                 continue
