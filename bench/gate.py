@@ -673,6 +673,25 @@ def _unstable_note(name: str, b: dict[str, Any], r: dict[str, Any]) -> str | Non
     return f"unstable latency, not used for a verdict ({'; '.join(parts)})"
 
 
+def _slower_beyond_doubt(b: dict[str, Any], r: dict[str, Any], rule: GateRule, b_scale: float, r_scale: float,
+                         slack: float) -> str:
+    """The limit text when a latency flagged unstable is still unmistakably slower, else "".
+
+    Unstable timings take part in no ordinary verdict, but noise cannot explain a run whose fast quartile (q25) is
+    beyond the baseline's slow quartile (q75) times the allowed ratio: a 5x slowdown on a busy machine is flagged
+    instead of passing as SKIP. Needs both interquartile ranges and a relative tolerance."""
+    from bench.analysis import timing_of
+
+    tb, tr = timing_of(b), timing_of(r)
+    if tb is None or tr is None or rule.rel_tol is None or b.get("ci_high") is None or r.get("ci_low") is None:
+        return ""
+    allowed = (1 + rule.rel_tol) * slack
+    if not tr.q25 / r_scale > tb.q75 / b_scale * allowed:
+        return ""
+    return (f"unstable timings, but the run's q25 {tr.q25 / r_scale:.4g} > the baseline's q75 {tb.q75 / b_scale:.4g}"
+            f" x {allowed:.3g}")
+
+
 def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = None,
             base_ev: EvidenceSource | None = None, run_ev: EvidenceSource | None = None) -> GateResult:
     """Compare a run snapshot with a baseline snapshot (identity already checked). With evidence sources, rules
@@ -730,8 +749,19 @@ def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = Non
                                             note="metric missing from the run"))
                     continue
             if name.startswith("latency") and (why := _unstable_note(name, bm, rm)):
-                res.checks.append(Check("SKIP", label, name, _finite(bm.get("value")), _finite(rm.get("value")),
-                                        note=why))
+                normalise = _normalises(name, rule) and bool(bc and rc)
+                scales_ = (bc, rc, slack) if normalise else (1.0, 1.0, 1.0)
+                beyond = _slower_beyond_doubt(bm, rm, rule, *scales_)  # type: ignore[arg-type]
+                shown = f"{name}/cal" if normalise else name
+                bv, rv = _finite(bm.get("value")), _finite(rm.get("value"))
+                b_s, r_s = scales_[0], scales_[1]
+                if beyond:
+                    res.checks.append(Check("FAIL", label, shown, None if bv is None else bv / b_s,
+                                            None if rv is None else rv / r_s,
+                                            None if not (bv and rv) else (rv / r_s) / (bv / b_s) - 1,
+                                            beyond, why.replace("not used for a verdict", "slower beyond doubt")))
+                else:
+                    res.checks.append(Check("SKIP", label, name, bv, rv, note=why))
                 continue
             paired, why_not = None, ""
             if rule.significance == "paired":

@@ -3,6 +3,7 @@
     python scripts/gate_rates.py reruns [--count 20] [--busy 10] [--out runs/gate-rates]
     python scripts/gate_rates.py detect [--factors 0.01 0.02 0.03 0.05 0.1] [--out runs/gate-rates]
     python scripts/gate_rates.py slow [--slowdown 1.5] [--count 3] [--out runs/gate-rates]
+    python scripts/gate_rates.py regate [--out runs/gate-rates]
 
 `reruns`: the unchanged suites/ci.yaml, each run into a fresh store and gated against the committed
 baselines/ci.cpu-threads-1.json with the default rules; the last `--busy` runs share the machine with a process
@@ -16,6 +17,9 @@ detected when its cell's fd check fails.
 `slow`: the same wrapped suite with every sample() call made `--slowdown` times slower (BENCH_SLOWDOWN, a CPU
 spin), gated against the factor-0 baseline of `detect` (run `detect` first): per run, which latency checks
 failed, passed or were skipped as unstable.
+
+`regate`: gate the stores the commands above left (rerun-*, slow-*) again with the current gate code, without
+re-measuring anything: how a change of the gate's rules moves the false alarms and detections on the same data.
 
 Run it alone on the machine: other jobs make latencies unstable (reported, not failed) and slow everything.
 Prints Markdown tables; writes JSON next to the stores.
@@ -162,6 +166,18 @@ def slow(slowdown: float, count: int, out: Path) -> None:
         print(f"| {r['run']} | {r['exit']} | {r['fail']} | {r['pass']} | {r['skip']} | {r['ratios']} |")
 
 
+def regate(out: Path) -> None:
+    print("| store | baseline | exit | failed checks | latency checks skipped as unstable |")
+    print("|---|---|---|---|---|")
+    for store in sorted(out.glob("rerun-*/r.sqlite")) + sorted(out.glob("slow-*/r.sqlite")):
+        baseline = BASELINE if store.parent.name.startswith("rerun-") else out / "detect-baseline.json"
+        code, data = _gate(baseline, store, out)
+        checks = data.get("checks", []) + data.get("front", [])
+        fails = [f"{c['cell'].split(' hw=')[0]} {c['metric']}" for c in checks if c["status"] == "FAIL"]
+        skips = sum(c["status"] == "SKIP" and "unstable" in (c.get("note") or "") for c in checks)
+        print(f"| {store.parent.name} | {baseline.name} | {code} | {'; '.join(fails) or '-'} | {skips} |")
+
+
 def main() -> None:
     # a killed measurement must not leave its busy-core spinner behind (it would skew every later timing)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -178,10 +194,14 @@ def main() -> None:
     w.add_argument("--slowdown", type=float, default=1.5)
     w.add_argument("--count", type=int, default=3)
     w.add_argument("--out", type=Path, default=ROOT / "runs" / "gate-rates")
+    g = sub.add_parser("regate")
+    g.add_argument("--out", type=Path, default=ROOT / "runs" / "gate-rates")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cmd == "reruns":
         reruns(args.count, args.busy, args.out.resolve())
+    elif args.cmd == "regate":
+        regate(args.out.resolve())
     elif args.cmd == "slow":
         slow(args.slowdown, args.count, args.out.resolve())
     else:

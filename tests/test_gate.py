@@ -52,6 +52,7 @@ class Spec:
     fd_ci: float = 0.03
     n: int = 256
     unstable: bool = False
+    iqr: float = 0.03  # half-width of the latency's interquartile range, relative
     space: dict = field(default_factory=lambda: dict(PIXELS))
     clip: float | None = None  # a higher-is-better metric (+-0.2 interval), when set
 
@@ -81,7 +82,7 @@ def write_run(path: Path, specs: list[Spec], suite_text: str = SUITE, suite_hash
             metrics = [
                 MetricResult("fd", s.fd, False, s.fd * (1 - s.fd_ci), s.fd * (1 + s.fd_ci), s.n, prov),
                 MetricResult("fd_floor", 0.3, False, 0.28, 0.32, s.n, prov),
-                MetricResult("latency_ms_per_image", s.latency, False, s.latency * 0.97, s.latency * 1.03, 20,
+                MetricResult("latency_ms_per_image", s.latency, False, s.latency * (1 - s.iqr), s.latency * (1 + s.iqr), 20,
                              {"batch_size": 32, "unstable": s.unstable,
                               "unstable_reason": "IQR is 60% of the median > max_iqr_rel 0.25" if s.unstable else ""}),
                 MetricResult("latency_ms_batch1", 4 * s.latency, False, 3.8 * s.latency, 4.2 * s.latency, 20, {}),
@@ -467,12 +468,27 @@ def test_baseline_from_several_stores_prefers_a_stable_latency(tmp_path):
 
 def test_an_unstable_latency_is_skipped_with_its_reason_not_failed(tmp_path, baseline):
     specs = standard()
-    specs[4].latency *= 3  # would fail ...
-    specs[4].unstable = True  # ... but the run's timing is flagged unstable
+    specs[4].latency *= 1.6  # would fail (limit x1.3) ...
+    specs[4].unstable, specs[4].iqr = True, 0.3  # ... but the run's timing is flagged unstable, its IQR +-30 %
     code, res = gate(tmp_path, baseline, specs)
     check = next(c for c in res.checks if c.cell.startswith("oracle nfe=1") and c.metric.startswith("latency"))
     assert check.status == "SKIP" and "unstable latency, not used for a verdict" in check.note
     assert "IQR is 60% of the median" in check.note and code == 0
+
+
+@pytest.mark.parametrize(("factor", "status"), [(2.0, "FAIL"), (1.9, "SKIP")])
+def test_an_unstable_latency_still_fails_when_its_fast_quartile_is_beyond_the_limit(tmp_path, baseline, factor,
+                                                                                    status):
+    # run IQR +-30 %: q25 = 0.7 x factor x 1.0; baseline q75 = 1.03; limit x1.3 -> fails from factor 1.3 x 1.03 / 0.7
+    specs = standard()
+    specs[4].latency *= factor
+    specs[4].unstable, specs[4].iqr = True, 0.3
+    code, res = gate(tmp_path, baseline, specs)
+    check = next(c for c in res.checks if c.cell.startswith("oracle nfe=1") and c.metric.startswith("latency"))
+    assert check.status == status and code == (status == "FAIL")
+    if status == "FAIL":
+        assert check.metric == "latency_ms_per_image/cal" and "slower beyond doubt" in check.note
+        assert "q25 0.14 > the baseline's q75 0.103 x 1.3" in check.limit  # calibrated (/10 ms)
 
 
 @pytest.mark.parametrize(("edit", "message"), [
