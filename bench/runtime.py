@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 DTYPES = ("float32", "float16", "bfloat16")
 """The dtypes a hardware spec may ask for (`cpu:dtype=float16`)."""
 
-STREAM_STRIDE = 1_000_003
-"""Stream k > 0 of image seed s is seeded with s * STREAM_STRIDE + k (stream 0 is the seed itself)."""
+STREAM_DOMAIN = b"flowmap-bench noise stream v2"
+"""Stream k > 0 of image seed s is seeded from SHA-256(STREAM_DOMAIN, s, k) (stream 0 is the seed itself)."""
 
 
 # ------------------------------------------------------------------------------------------- process state
@@ -137,7 +137,15 @@ def noise_seed(seed: int, stream: int = 0) -> int:
     """
     if isinstance(stream, bool) or not isinstance(stream, int) or stream < 0:
         raise ValueError(f"noise stream must be a non-negative integer, got {stream!r}")
-    return int(seed) * STREAM_STRIDE + stream if stream else int(seed)
+    if not stream:
+        return int(seed)
+    import hashlib
+
+    # a 63-bit hash, not s * stride + k: that put stream k of seed 0 on image k's own initial noise; image seeds
+    # are base_seed + i, so a hash lands on one with probability ~ N / 2^63
+    digest = hashlib.sha256(STREAM_DOMAIN + int(seed).to_bytes(16, "little", signed=True)
+                            + int(stream).to_bytes(8, "little")).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def image_generators(seeds: Sequence[int], stream: int = 0, device: Any = "cpu") -> list[torch.Generator]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
 import torch
 
 from bench.adapters import per_image_noise
@@ -34,9 +33,6 @@ def test_every_stream_of_every_image_is_distinct():
     _all_distinct(range(1, 17), range(4))
 
 
-@pytest.mark.xfail(strict=True, reason="seeding bug (issue 19 follow-up): bench.runtime.noise_seed seeds stream k "
-                   "of seed s with s * STREAM_STRIDE + k, so for seed 0 (image 0 at the default base_seed: 0) stream k is image k's "
-                   "initial noise; the seeding rule's owner should move streams k > 0 out of the seed space")
 def test_streams_of_seed_0_are_not_other_images_initial_noise():
     _all_distinct(range(0, 8), range(4))
 

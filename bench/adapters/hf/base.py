@@ -36,8 +36,10 @@ STEP_NOISE_STREAM = 1  # per_image_noise stream 0 is the initial noise; schedule
 
 
 def step_generators(seeds: Sequence[int], stream: int = STEP_NOISE_STREAM) -> list[torch.Generator]:
-    """One CPU generator per image for the scheduler's stochastic steps (same seeding rule as per_image_noise)."""
-    return [torch.Generator(device="cpu").manual_seed(int(s) * 1_000_003 + stream) for s in seeds]
+    """One CPU generator per image for the scheduler's stochastic steps (the seeding rule's stream `stream`)."""
+    from bench.runtime import image_generators
+
+    return image_generators(seeds, stream, "cpu")
 
 
 def _int_keys(mapping: Mapping[Any, Any] | None, option: str) -> dict[int, Any]:
@@ -91,7 +93,7 @@ class DiffusersSampler:
     default_checkpoint_format = "unet"  # unet | lora
     default_timesteps: ClassVar[dict[int, list[int]]] = {}
     recipe_family: str | None = None  # the table of bench.adapters.hf.recipes this adapter reads
-    version = "hf-1"
+    version = "hf-2"  # 2: scheduler noise streams seeded by bench.runtime.noise_seed (a hash)
 
     def __init__(self, model: str | None = None, *, variant: str | None = None, revision: str | None = None,
                  local_files_only: bool = True, guidance_scale: float | None = None, scheduler: str | None = None,
