@@ -356,6 +356,40 @@ def _register_runs(sub: Any) -> None:
     r.set_defaults(fn=_cmd_runs)
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from bench.merge import merge_stores
+
+    res = merge_stores(args.stores, args.out)
+    if res.conflicts:
+        print(f"bench: error: {len(res.conflicts)} conflict(s) between the stores; nothing written to {args.out}",
+              file=sys.stderr)
+        for c in res.conflicts:
+            print(f"  {c}", file=sys.stderr)
+        return 2
+    for note in res.notes:
+        print(f"note: {note}")
+    print(f"merged {len(args.stores)} store(s) into {res.out}: {res.runs} run(s), {res.cells} cell(s) "
+          f"({res.shared} present in several stores, identical)")
+    if res.combined:
+        print(f"run {res.combined} holds every merged cell (report, export and gate read it by default)")
+    return 0
+
+
+def _register_merge(sub: Any) -> None:
+    m = sub.add_parser("merge", help="merge stores from several machines into one new store",
+                       description="bench merge STORE... -o OUT: the runs, cells, metrics, per-image evidence and "
+                                   "saved samples of every STORE in one new store OUT. A cell key in several stores "
+                                   "must hold the same result (status, counted NFE, every metric's value, interval "
+                                   "and N, the same evidence): otherwise every conflict is listed, nothing is "
+                                   "written and the exit code is 2. A cell done in one store and failed in another "
+                                   "is kept as done. When every run is of one suite, a new run holding all their cells "
+                                   "is added last, so report, export and gate see the whole sweep. The inputs are "
+                                   "never modified.")
+    m.add_argument("stores", nargs="+", help="results databases to merge")
+    m.add_argument("-o", "--out", required=True, help="the new merged store (must not exist)")
+    m.set_defaults(fn=_cmd_merge)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from bench.check import check_adapter
 
@@ -432,7 +466,8 @@ def _registrars() -> list[Callable[[Any], None]]:
     from bench.report.command import register_cli as register_report
 
     return [_register_run, _register_runs, _register_export, _register_list, _register_recipes, _register_doctor,
-            _register_schema, _register_zoo, _register_check, register_baseline_and_gate, register_report]
+            _register_schema, _register_zoo, _register_check, _register_merge, register_baseline_and_gate,
+            register_report]
 
 
 def build_parser() -> argparse.ArgumentParser:
