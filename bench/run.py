@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import time
@@ -129,8 +131,10 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
                 bar.write(f"FAILED {task.cell.label}: {result.error}")
             bar.update(1)
 
+        cell_progress = CellProgress()
+
         def on_progress(label: str, message: str) -> None:
-            bar.set_description_str(f"{label} [{message}]", refresh=True)
+            bar.set_description_str(f"{label} [{cell_progress.update(label, message)}]", refresh=True)
 
         status = "interrupted"
         try:
@@ -159,21 +163,62 @@ def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict
     raise BenchError(f"unknown executor {name!r} (local, ray)")
 
 
-class _LineProgress:
-    """Progress for logs (no TTY): one line per finished cell instead of a redrawn bar."""
+_SAMPLED = re.compile(r"^sample (\d+)/(\d+)$")
+PROGRESS_INTERVAL = 30.0
+"""Seconds between progress lines inside a cell when stderr is not a terminal (CI logs); the environment
+variable BENCH_PROGRESS_INTERVAL overrides it."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+
+class CellProgress:
+    """Images sampled in the current cell, its rate and ETA, from the worker's `sample DONE/N` messages."""
+
+    def __init__(self) -> None:
+        self.label, self.t0, self.done, self.total = "", 0.0, 0, 0
+
+    def update(self, label: str, message: str) -> str:
+        """The text to show for this message: the phase, or images done with rate and ETA while sampling."""
+        now = time.perf_counter()
+        if label != self.label or message == "sample":  # the worker says "sample" as sampling starts
+            self.label, self.t0, self.done, self.total = label, now, 0, 0
+        m = _SAMPLED.match(message)
+        if not m:
+            return message
+        self.done, self.total = int(m.group(1)), int(m.group(2))
+        elapsed = now - self.t0
+        if self.done <= 0 or elapsed <= 0:
+            return f"sampled {self.done}/{self.total} images"
+        rate = self.done / elapsed
+        return (f"sampled {self.done}/{self.total} images, {rate:.3g} img/s, "
+                f"sampling eta {(self.total - self.done) / rate:.0f} s")
+
+
+class _LineProgress:
+    """Progress for logs (no TTY): one line per finished cell instead of a redrawn bar, and inside a long cell
+    a line every PROGRESS_INTERVAL seconds (images sampled, rate, ETA), so a CI log never sits silent."""
+
+    def __init__(self, total: int, enabled: bool, interval: float | None = None) -> None:
         self.total, self.n, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
         self.desc = ""
+        if interval is None:
+            try:
+                interval = float(os.environ.get("BENCH_PROGRESS_INTERVAL", PROGRESS_INTERVAL))
+            except ValueError:
+                interval = PROGRESS_INTERVAL
+        self.interval, self.last_line = interval, time.perf_counter()
 
     def set_description_str(self, desc: str, refresh: bool = True) -> None:
-        self.desc = desc.split(" [")[0]
+        self.desc, _, detail = desc.partition(" [")
+        now = time.perf_counter()
+        if self.enabled and detail and now - self.last_line >= self.interval:
+            self.last_line = now
+            print(f"  {self.desc}: {detail.rstrip(']')} ({now - self.t0:.0f} s)", file=sys.stderr, flush=True)
 
     def set_postfix_str(self, text: str) -> None:
         self.postfix = text
 
     def update(self, n: int) -> None:
         self.n += n
+        self.last_line = time.perf_counter()
         if self.enabled:
             elapsed = time.perf_counter() - self.t0
             eta = elapsed / self.n * (self.total - self.n)
