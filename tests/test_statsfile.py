@@ -91,9 +91,9 @@ def test_third_party_layouts_load(tmp_path):
     np.savez_compressed(tmp_path / "clean_fid.npz", mu=mu.astype(np.float32), sigma=sigma)  # clean-fid
     np.savez(tmp_path / "adm.npz", arr_0=np.zeros((37, 8, 8, 3), np.uint8), mu=mu, sigma=sigma,
              mu_s=mu[:4], sigma_s=sigma[:4, :4])  # guided-diffusion reference batch
-    for name, layout, n in (("pytorch_fid", "mu-sigma", -1), ("clean_fid", "mu-sigma", -1), ("adm", "adm", 37)):
+    for name, layout, rows in (("pytorch_fid", "mu-sigma", None), ("clean_fid", "mu-sigma", None), ("adm", "adm", 37)):
         sf = load_stats_file(tmp_path / f"{name}.npz")
-        assert (sf.layout, sf.stats.n, sf.stats.dim, sf.fingerprint) == (layout, n, 16, None), name
+        assert (sf.layout, sf.stats.n, sf.stats.dim, sf.fingerprint, sf.arr_0_rows) == (layout, -1, 16, None, rows)
         np.testing.assert_allclose(sf.stats.mean, mu, rtol=1e-6)
         np.testing.assert_array_equal(sf.stats.cov, sigma)
         assert comparability({}, sf)[0] == "unknown"

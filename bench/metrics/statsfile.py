@@ -4,7 +4,8 @@ Layouts read (all with `allow_pickle=False`):
 
 - `adm`: OpenAI guided-diffusion's reference batches (`VIRTUAL_imagenet64_labeled.npz`, ...): `arr_0` (the
   uint8 NHWC images), `mu`, `sigma` (Inception pool_3) and `mu_s`, `sigma_s` (spatial features, for sFID).
-  Only `mu` / `sigma` are read; N is the row count of `arr_0`, read from its header.
+  Only `mu` / `sigma` are read. The file does not say how many images made mu / sigma, so N stays unknown;
+  the row count of `arr_0` (the image batch ADM's precision / recall use) is recorded, read from its header.
 - `mu-sigma`: clean-fid (`make_custom_stats`), pytorch-fid (`--save-stats`), NVlabs/edm: `mu`, `sigma`.
 - `bench`: written by `bench stats` (FeatureStats' `mu`, `sigma`, `n`) plus `fingerprint` and `source`, JSON.
 
@@ -55,11 +56,13 @@ class StatsFile:
     layout: str  # adm | mu-sigma | bench
     fingerprint: dict[str, Any] | None
     source: dict[str, Any] | None
+    arr_0_rows: int | None = None  # adm layout: images in its `arr_0` batch (not necessarily mu / sigma's N)
 
     def provenance(self) -> dict[str, Any]:
-        return {"stats_file": str(self.path), "sha256": self.sha256, "layout": self.layout,
-                "n": None if self.stats.n < 0 else int(self.stats.n), "feature_dim": self.stats.dim,
-                "fingerprint": self.fingerprint, "source": self.source}
+        out = {"stats_file": str(self.path), "sha256": self.sha256, "layout": self.layout,
+               "n": None if self.stats.n < 0 else int(self.stats.n), "feature_dim": self.stats.dim,
+               "fingerprint": self.fingerprint, "source": self.source}
+        return out if self.arr_0_rows is None else {**out, "arr_0_rows": self.arr_0_rows}
 
 
 def file_sha256(path: Path) -> str:
@@ -151,16 +154,12 @@ def load_stats_file(path: str | Path, expect_sha256: str | None = None) -> Stats
     scale = max(float(np.abs(sigma).max()), 1e-300)
     if float(np.abs(sigma - sigma.T).max()) > _SYMMETRY_RTOL * scale:
         raise BenchError(f"{p}: sigma is not symmetric, so it is not a covariance matrix")
-    if "arr_0" in files or "mu_s" in files:
-        layout, n = "adm", _rows_of(p, "arr_0")
-    elif fingerprint is not None:
-        layout, n = "bench", None
-    else:
-        layout, n = "mu-sigma", None
-    if n_arr is not None:
-        n = int(n_arr.reshape(-1)[0]) if n_arr.size == 1 else n
-    stats = FeatureStats(mean=mu, cov=(sigma + sigma.T) / 2, n=-1 if n is None else int(n))
-    return StatsFile(p.resolve(), stats, sha, layout, fingerprint, source)
+    adm = "arr_0" in files or "mu_s" in files
+    layout = "adm" if adm else "bench" if fingerprint is not None else "mu-sigma"
+    n = int(n_arr.reshape(-1)[0]) if n_arr is not None and n_arr.size == 1 else -1
+    stats = FeatureStats(mean=mu, cov=(sigma + sigma.T) / 2, n=n)
+    return StatsFile(p.resolve(), stats, sha, layout, fingerprint, source,
+                     _rows_of(p, "arr_0") if "arr_0" in files else None)
 
 
 def write_stats_file(path: str | Path, stats: FeatureStats, fingerprint: dict[str, Any],
