@@ -184,8 +184,11 @@ def comparability(cell: dict[str, Any], sf: StatsFile) -> tuple[bool | str, str]
         return "unknown", (f"comparability unknown: {sf.path.name} ({sf.layout} layout) carries no pipeline "
                            "fingerprint, so its feature space, weights and resize filter cannot be checked "
                            "against this FD's")
-    diffs = [f"{k} {cell.get(k)!r} here vs {sf.fingerprint.get(k)!r} in the file" for k in PIPELINE_FIELDS
-             if cell.get(k) != sf.fingerprint.get(k)]
+    def show(k: str, v: Any) -> str:
+        return repr(v[:16] + "...") if k == "weights_sha256" and isinstance(v, str) and len(v) > 16 else repr(v)
+
+    diffs = [f"{k} {show(k, cell.get(k))} here vs {show(k, sf.fingerprint.get(k))} in the file"
+             for k in PIPELINE_FIELDS if cell.get(k) != sf.fingerprint.get(k)]
     if diffs:
         return False, f"not comparable with {sf.path.name}: " + "; ".join(diffs)
     return True, f"same pipeline as {sf.path.name}"
