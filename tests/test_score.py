@@ -130,3 +130,20 @@ def test_bad_input_is_one_line_exit_2(folders, capsys, tmp_path):
                      "--store", str(tmp_path / "r" / "s.sqlite")]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, (argv, err)
+
+
+def test_folder_dataset_serves_reference_images_at_the_cells_resolution(folders, tmp_path):
+    from bench.datasets import build_dataset
+    from bench.errors import BenchError
+    from bench.zoo.shapes import ShapesDataset
+
+    _, _, ref = folders
+    ds = build_dataset("folder", {"split": "eval", "path": str(ref)})
+    want = ShapesDataset("eval").images([0, 5], 16)
+    assert torch.equal(ds.images([0, 5], 16), want)  # PNG round trip is lossless
+    assert ds.conditions([0, 1]).prompts is None and str(ref.resolve()) in ds.key()
+    with pytest.raises(BenchError, match="holds 16x16 images but the cell's resolution is 8; set resize: true"):
+        ds.images([0], 8)
+    assert build_dataset("folder", {"path": str(ref), "resize": True}).images([0, 1], 8).shape == (2, 3, 8, 8)
+    with pytest.raises(BenchError, match=r"reference image 150 needed but .* holds 150 images"):
+        ds.images([150], 16)
