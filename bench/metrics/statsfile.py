@@ -168,9 +168,9 @@ def write_stats_file(path: str | Path, stats: FeatureStats, fingerprint: dict[st
     p = Path(path).expanduser()
     if p.suffix != ".npz":
         raise BenchError(f"-o {p}: give a file name ending in .npz")
-    arrays = {"mu": stats.mean, "sigma": stats.cov, "n": np.int64(stats.n),
-              "fingerprint": np.array(json.dumps(fingerprint, sort_keys=True)),
-              "source": np.array(json.dumps(source, sort_keys=True, default=str))}
+    arrays: dict[str, Any] = {"mu": stats.mean, "sigma": stats.cov, "n": np.int64(stats.n),
+                              "fingerprint": np.array(json.dumps(fingerprint, sort_keys=True)),
+                              "source": np.array(json.dumps(source, sort_keys=True, default=str))}
     try:
         write_atomic(p, lambda f: np.savez(f, **arrays))
     except OSError as e:
