@@ -1,4 +1,5 @@
-"""The `bench` command line: run | runs | report | gate | export | list | zoo | doctor | schema | check."""
+"""The `bench` command line: run | runs | report | gate | export | list | zoo | doctor | schema | check | stats |
+score."""
 
 from __future__ import annotations
 
@@ -303,6 +304,89 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """`KEY=VALUE` flags (VALUE parsed as YAML) as a dict."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} dim=64")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise BenchError(f"{flag} {key}: the value {raw!r} is not valid YAML") from None
+    return out
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from bench.refstats import make_stats
+
+    s = make_stats(args.source, args.output, feature_space=args.feature_space,
+                   space_options=_key_values(args.feature_option, "--feature-option"), resolution=args.resolution,
+                   samples=args.samples, split=args.split, dataset_options=_key_values(args.option, "--option"),
+                   resize=args.resize, batch_size=args.batch_size, device=args.device,
+                   allow_download=args.allow_download)
+    print(f"wrote {s.path}: mu, sigma of {s.n} images in {s.feature_space} (D={s.dim}), with its pipeline fingerprint")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from bench.score import ScoreRequest, parse_metrics, render, score
+
+    req = ScoreRequest(gen=args.gen, ref=args.ref, metrics=parse_metrics(args.metrics),
+                       feature_space=args.feature_space,
+                       space_options=_key_values(args.feature_option, "--feature-option"), seed=args.seed,
+                       batch_size=args.batch_size, bootstrap=args.bootstrap, resize=args.resize, device=args.device,
+                       cache_dir=str(Path(args.store).parent / "cache"), allow_download=args.allow_download)
+    print(render(score(req), args.format))
+    return 0
+
+
+def _register_stats(sub: Any) -> None:
+    s = sub.add_parser("stats", help="write reference statistics (.npz of mu, sigma + pipeline fingerprint)",
+                       description="Embed a folder of images, or items 0..N-1 of a dataset split, in a feature space "
+                                   "and write mu, sigma, n and the pipeline fingerprint to an .npz, for "
+                                   "`metrics.fd.reference_stats` or `bench score`. Exit 2 on bad input.")
+    s.add_argument("source", metavar="REF_DIR|DATASET", help="a folder of images, or a dataset name (shapes, ...)")
+    s.add_argument("-o", "--output", required=True, help="the .npz file to write")
+    s.add_argument("--feature-space", default="shapes-clip", help="default shapes-clip; e.g. inception-v3, pixels")
+    s.add_argument("--feature-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a feature-space option, as in a suite (weights=..., resize=clean, dim=64); repeatable")
+    s.add_argument("--resolution", type=int, help="dataset: the image size to render / resize to")
+    s.add_argument("--samples", type=int, help="dataset: N (items 0..N-1); folder: the first N files (default all)")
+    s.add_argument("--split", default="eval", help="dataset split (default eval)")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a dataset option; repeatable")
+    s.add_argument("--resize", type=int, metavar="R", help="folder: centre-crop and resize every image to R x R")
+    s.add_argument("--batch-size", type=int, default=256, help="images per feature batch (default 256)")
+    s.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
+    s.add_argument("--allow-download", action="store_true", help="let the feature space download its weights")
+    s.set_defaults(fn=_cmd_stats)
+
+
+def _register_score(sub: Any) -> None:
+    s = sub.add_parser("score", help="score a folder of images against a folder or a statistics file",
+                       description="FD (with its bootstrap CI), KID, precision and recall of the images in GEN against "
+                                   "REF (a folder, or an .npz of mu, sigma: FD only), with the metric functions of "
+                                   "`bench run`. Exit 2 on bad input (empty folder, unreadable images, mixed sizes).")
+    s.add_argument("gen", metavar="GEN", help="folder of generated images (png, jpg, webp; sorted names)")
+    s.add_argument("ref", metavar="REF", help="folder of reference images, or a statistics .npz")
+    s.add_argument("--metrics", default="fd", help="comma-separated: fd, kid, precision, recall (default fd)")
+    s.add_argument("--feature-space", default="shapes-clip", help="default shapes-clip; e.g. inception-v3, pixels")
+    s.add_argument("--feature-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a feature-space option, as in a suite; repeatable")
+    s.add_argument("--format", choices=["md", "json"], default="md")
+    s.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the KID subsets (default 0)")
+    s.add_argument("--bootstrap", type=int, default=200, help="FD bootstrap resamples (default 200; 0: no CI)")
+    s.add_argument("--batch-size", type=int, default=256, help="images per feature batch (default 256)")
+    s.add_argument("--resize", type=int, metavar="R", help="centre-crop and resize every image to R x R (PIL bicubic)")
+    s.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
+    s.add_argument("--store", default=DEFAULT_STORE, help="reference features are cached next to this store")
+    s.add_argument("--allow-download", action="store_true", help="let the feature space download its weights")
+    s.set_defaults(fn=_cmd_score)
+
+
 # ------------------------------------------------------------------------------------------- the parser
 # Every subcommand is wired the same way: a `register(subparsers)` function adds its parser and sets
 # `fn=<command function>`; `main` calls `args.fn(args)`, whose int is the exit code, and turns a BenchError from
@@ -466,8 +550,8 @@ def _registrars() -> list[Callable[[Any], None]]:
     from bench.report.command import register_cli as register_report
 
     return [_register_run, _register_runs, _register_export, _register_list, _register_recipes, _register_doctor,
-            _register_schema, _register_zoo, _register_check, _register_merge, register_baseline_and_gate,
-            register_report]
+            _register_schema, _register_zoo, _register_check, _register_stats, _register_score, _register_merge,
+            register_baseline_and_gate, register_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,6 +61,7 @@ _DATASETS: dict[str, str] = {
     "gmm": "bench.zoo.gmm:GaussianMixtureDataset",
     "shapes": "bench.zoo.shapes:ShapesDataset",
     "prompts": "bench.datasets_prompts:PromptDataset",
+    "folder": "bench.datasets_folder:FolderDataset",
 }
 
 

@@ -86,6 +86,7 @@ class PromptDataset:
     """Prompts from a text file (or class labels) with an optional folder of reference images."""
 
     name = "prompts"
+    uint8_rule = "decoded image files (PIL, RGB), centre-cropped, PIL bicubic"  # pipeline fingerprints
 
     def __init__(self, split: str = "eval", file: str | None = None, reference: str | None = None,
                  classes: int | None = None, labels_file: str | None = None, repeat: bool = True) -> None:

@@ -92,6 +92,10 @@ def cell_runtime(*, threads: int | None = None, dtype: str | None = None,
 
 
 # ------------------------------------------------------------------------------------------------ quantiser
+UINT8_RULE = "float32: clamp to [lo, hi], scale to [0, 255], floor(v + 0.5)"
+"""`to_uint8`'s rule in words, recorded in pipeline fingerprints (bench.metrics.statsfile)."""
+
+
 class NonFiniteImagesError(ValueError):
     """`to_uint8` was given NaN or inf: clamp-then-cast would turn them into black (0) / white (255) pixels."""
 

@@ -430,6 +430,7 @@ def _validate(located: LocatedYAML, text: str, overridden: Sequence[tuple[str | 
             raise BenchError(f"{located.file} --set {dotted(loc)}: {msg}{more}") from None
         line = located.line_of(loc)
         raise BenchError(f"{located.file}:{line}: {dotted(loc)}: {msg}{more}") from None
+    model = _with_reference_stats(model, located, overridden)
     problem = limit_problem(model)
     if problem:
         loc, msg = problem
@@ -437,6 +438,26 @@ def _validate(located: LocatedYAML, text: str, overridden: Sequence[tuple[str | 
                  else f"{located.file}:{located.line_of(loc)}: {dotted(loc)}")
         raise BenchError(f"{where}: {msg}")
     return Suite(model, text, located.file)
+
+
+def _with_reference_stats(model: SuiteModel, located: LocatedYAML,
+                          overridden: Sequence[tuple[str | int, ...]]) -> SuiteModel:
+    """Check every `reference_stats:` file now (exists, loads), before anything runs, and pin its absolute path and
+    sha256 in the metric's options (bench.metrics.statsfile); a bad file is `FILE:LINE: key: message`."""
+    metrics = dict(model.metrics)
+    for name, opts in model.metrics.items():
+        if not isinstance(opts, dict) or "reference_stats" not in opts:
+            continue
+        from bench.metrics.statsfile import resolve_reference_stats
+
+        try:
+            metrics[name] = resolve_reference_stats(name, opts, Path(located.file).resolve().parent)
+        except BenchError as e:
+            loc: tuple[str | int, ...] = ("metrics", name, "reference_stats")
+            where = (f"{located.file} --set {dotted(loc)}" if any(loc[:len(p)] == p for p in overridden)
+                     else f"{located.file}:{located.line_of(loc)}: {dotted(loc)}")
+            raise BenchError(f"{where}: {e}") from None
+    return model if metrics == model.metrics else model.model_copy(update={"metrics": metrics})
 
 
 def limit_problem(model: SuiteModel) -> tuple[tuple[str | int, ...], str] | None:

@@ -97,7 +97,8 @@ def get_reference(ctx: QualityContext, space: FeatureSpace, role: str, batch_siz
                   offset: int | None = None) -> ReferenceSet:
     """The reference set (role 'reference': dataset images at ctx.indices; 'floor': a disjoint set of equal size,
     the disjoint-block noise floor's set; see get_floor_reference for the floor)."""
-    indices = list(ctx.indices) if role == "reference" else floor_indices(ctx.indices, offset)
+    own = list(ctx.indices if ctx.reference_indices is None else ctx.reference_indices)
+    indices = own if role == "reference" else floor_indices(own, offset)
     key = f"reference:{role}:{offset}:{space.id}"
     if key not in ctx.shared:
         ctx.shared[key] = reference_set(ctx, space, indices, role, batch_size)

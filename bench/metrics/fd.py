@@ -42,10 +42,11 @@ from bench.metrics.frechet import (
 )
 from bench.metrics.reference import ReferenceSet, cached_numbers
 from bench.metrics.registry import MetricResult, QualityContext
+from bench.metrics.statsfile import StatsFile, check_dim, comparability, load_stats_file, pipeline_fingerprint
 
 BACKENDS = ("bench", "torch-fidelity", "clean-fid")
 FLOOR_OPTIONS = (*FEATURE_OPTIONS, "bootstrap", "confidence", "floor_offset", "backend")
-FD_OPTIONS = (*FLOOR_OPTIONS, "noise_floor", "fd_inf")
+FD_OPTIONS = (*FLOOR_OPTIONS, "noise_floor", "fd_inf", "reference_stats", "reference_stats_sha256")
 FLOOR_SEED = 0  # the floor's bootstrap seed is fixed: one floor per key, the same number in every cell
 _BUILTIN_SPACES = ("pixels", "inception-v3", "clip", "dinov2", "shapes-clip")
 _FORMULA = "|mu_s - mu_r|^2 + tr(S_s) + tr(S_r) - 2 tr((S_s S_r)^(1/2)), float64 stats, eigenvalue trace term"
@@ -161,36 +162,55 @@ def fd_metric(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResult
     space = get_space(ctx, "fd", s["options"])
     feats = sample_features(ctx, space, s["batch_size"])
     check_sample_count(feats.shape[0], feats.shape[1], f"the cell's samples in {space.name}")
-    ref = get_reference(ctx, space, "reference", s["batch_size"])
+    fingerprint = pipeline_fingerprint(space, int(feats.shape[0]), ctx.uint8)
+    stats_file: StatsFile | None = None
+    if options.get("reference_stats"):  # checked when the suite loaded; sha256 pinned then, re-checked here
+        if options.get("fd_inf"):
+            raise BenchError("metric fd: fd_inf needs the reference features; a statistics file has only mu, sigma")
+        stats_file = load_stats_file(options["reference_stats"], options.get("reference_stats_sha256"))
+        check_dim(stats_file, space)
+        ref, ref_stats = None, stats_file.stats
+    else:
+        ref = get_reference(ctx, space, "reference", s["batch_size"])
+        ref_stats = ref.stats
     stats = FeatureStats.from_features(feats)
-    value = fd_value(stats, ref.stats, s["backend"])
+    value = fd_value(stats, ref_stats, s["backend"])
 
     ci_low = ci_high = None
     ci: dict[str, Any] = {"resamples": 0}
     if s["resamples"]:
-        reps = bootstrap_frechet(feats, ref.stats, s["resamples"], cell_seed(ctx, 1), space.device)
-        iv, bias = bias_shifted_interval(reps, frechet_distance_from_stats(stats, ref.stats), s["confidence"])
+        reps = bootstrap_frechet(feats, ref_stats, s["resamples"], cell_seed(ctx, 1), space.device)
+        iv, bias = bias_shifted_interval(reps, frechet_distance_from_stats(stats, ref_stats), s["confidence"])
         ci_low, ci_high = iv.low, iv.high
         ci = {"confidence": s["confidence"], "resamples": s["resamples"], "seed": [int(ctx.seed), 1],
               "method": "percentile bootstrap of the sample features (reference stats fixed), shifted by the "
                         "bootstrap bias estimate mean(FD*) - FD", "bias": bias}
 
     prov = base_provenance(ctx, space, ref)
-    prov.update({"formula": _FORMULA, "backend": s["backend"], "ci": ci})
+    prov.update({"formula": _FORMULA, "backend": s["backend"], "ci": ci, "fingerprint": fingerprint,
+                 "comparable": True})
+    if stats_file is not None:
+        prov["reference"] = stats_file.provenance()
+        prov["comparable"], prov["comparability"] = comparability(fingerprint, stats_file)
     results = []
-    if options.get("noise_floor", True):
+    if options.get("noise_floor", True) and stats_file is not None:
+        prov["noise_floor"] = None
+        prov["noise_floor_skipped"] = ("not computable from a statistics file: the floor needs a second set of "
+                                       "reference images, and the file has only mu and sigma")
+    elif options.get("noise_floor", True):
+        assert ref is not None
         floor, kind, other = _floor(ctx, "fd", s, ref)
         prov["noise_floor"] = floor["value"]
         prov["noise_floor_kind"] = kind
         prov["excess_fd"] = value - floor["value"]
         results.append(_floor_result(ctx, f"fd_floor{sfx}", s, floor, kind, other, ref, space))
-    evidence = features_evidence(feats, ctx.seeds, ref.stats.mean, ref.stats.cov,
+    evidence = features_evidence(feats, ctx.seeds, ref_stats.mean, ref_stats.cov,
                                  condition_strata(ctx.labels, ctx.prompts))
     results.insert(0, MetricResult(name=f"fd{sfx}", value=value, higher_is_better=False, ci_low=ci_low,
                                    ci_high=ci_high, n=int(feats.shape[0]), provenance=prov, evidence=evidence))
 
     fd_inf = options.get("fd_inf", False)
-    if fd_inf:
+    if fd_inf and ref is not None:
         points = 15 if fd_inf is True else int(fd_inf)
         r = fd_infinity(feats, ref.features, cell_seed(ctx, 3), points=points)
         iv = normal_interval(r.value, r.stderr, s["confidence"], "normal interval from the fit's intercept stderr")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
 from bench.importing import import_target
+from bench.runtime import UINT8_RULE
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +56,9 @@ class QualityContext:
     seed: int  # for bootstrap resampling
     allow_download: bool = False
     shared: dict[str, Any] = field(default_factory=dict)  # per-cell scratch, e.g. features reused by FD/KID/PR
+    # The reference set's dataset indices when it is not `indices` (`bench score`: every image of the REF folder).
+    reference_indices: list[int] | None = None
+    uint8: str = UINT8_RULE  # how the samples became uint8 (pipeline fingerprints, bench.metrics.statsfile)
 
 
 MetricFn = Callable[[QualityContext, dict[str, Any]], list[MetricResult]]

@@ -674,12 +674,18 @@ def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricIn
                 + (f"  n={v.n}" if v.n else "") + (f"  {tie}" if tie else "")
                 + (f"  unstable latency, no verdict: {unstable}" if unstable else ""))
             row["vals"].append({"text": fmt_ci(v), "sort": v.value if v.ok else "", "cls": cls, "title": title,
-                                "unstable": unstable})
+                                "unstable": unstable, "comparability": _comparability(data, k, m.name)})
         rows.append(row)
     return {"axes": axes, "columns": [{"name": m.name, "label": m.label, "kind": m.kind,
                          "arrow": "" if m.higher_is_better is None else ("↑" if m.higher_is_better else "↓")}
                         for m in present],
             "rows": rows, "front_metric": headline.label if headline is not None else None}
+
+
+def _comparability(data: RunData, cell_key: str, metric: str) -> str | None:
+    """The note of an FD against a statistics file whose pipeline differs or is unknown (provenance), else None."""
+    prov = data.provenance.get((cell_key, metric)) or {}
+    return None if prov.get("comparable", True) is True else str(prov.get("comparability") or "not comparable")
 
 
 def _axis_text(v: Any) -> str:
