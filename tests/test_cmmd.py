@@ -132,3 +132,12 @@ def test_variant_names_options_and_one_line_errors(tmp_path):
         run(one, "cmmd", PIXELS)
     with pytest.raises(BenchError, match="zero feature vector"):
         cm.l2_normalize(np.zeros((3, 4)), "a sample")
+
+
+def test_the_report_labels_the_new_metrics_as_quality_with_their_directions():
+    from bench.report.data import MetricInfo, metric_kind
+
+    for name, hib, label in (("cmmd", False, "CMMD"), ("cmmd:pixels", False, "CMMD [pixels]"),
+                             ("density", True, "density"), ("coverage:pixels", True, "coverage [pixels]")):
+        info = MetricInfo(name, hib, metric_kind(name, hib))
+        assert (info.kind, info.label) == ("quality", label)

@@ -141,7 +141,7 @@ def cmmd_metric(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResu
     if feats.shape[0] < 2:
         raise BenchError(f"metric cmmd: needs at least 2 samples, got {feats.shape[0]}")
     ref = get_reference(ctx, space, "reference", s["batch_size"])
-    n, m = feats.shape[0], ref.features.shape[0]
+    n = feats.shape[0]
     x, y = feats, ref.features
     if s["normalize"]:
         x, y = l2_normalize(x, "a sample"), l2_normalize(y, "a reference image")
