@@ -72,6 +72,8 @@ _METRICS: dict[str, str] = {
     "precision": "bench.metrics.fidelity:precision_metric",
     "recall": "bench.metrics.fidelity:recall_metric",
     "clip_score": "bench.metrics.clip_score:clip_score_metric",
+    "cmmd": "bench.metrics.cmmd:cmmd_metric",
+    "density_coverage": "bench.metrics.density_coverage:density_coverage_metric",
 }
 _LOADED: dict[str, MetricFn] = {}
 

@@ -30,7 +30,7 @@ LATENCY_PREFERENCE = ("latency_ms_per_image", "latency_ms_batch1")
 # Quality metrics drawn against latency / NFE, in this order of preference (by name before any ':').
 PLOTTED_QUALITY = ("fd", "clip_score")
 KNOWN_LABELS = {
-    "fd": "FD", "fd_inf": "FD∞", "fd_floor": "FD noise floor", "kid": "KID", "precision": "precision",
+    "fd": "FD", "fd_inf": "FD∞", "fd_floor": "FD noise floor", "kid": "KID", "cmmd": "CMMD", "precision": "precision",
     "recall": "recall", "clip_score": "CLIP score", "latency_ms_per_image": "latency (ms/image)",
     "latency_ms_batch1": "latency, batch 1 (ms)", "peak_memory_mb": "peak memory (MB)",
     "calibration_ms": "calibration (ms)",
@@ -291,7 +291,8 @@ def from_frame(df: pd.DataFrame, run: dict[str, Any], store_path: Path) -> RunDa
 
 
 def _base_rank(m: MetricInfo) -> int:
-    order = ["fd", "fd_inf", "kid", "precision", "recall", "clip_score", "latency_ms_per_image", "latency_ms_batch1"]
+    order = ["fd", "fd_inf", "kid", "cmmd", "precision", "recall", "density", "coverage", "clip_score",
+             "latency_ms_per_image", "latency_ms_batch1"]
     return order.index(m.base) if m.base in order else len(order)
 
 
