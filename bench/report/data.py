@@ -295,6 +295,12 @@ def _base_rank(m: MetricInfo) -> int:
     return order.index(m.base) if m.base in order else len(order)
 
 
+def json_text(v: Any) -> str:
+    """A structured value as JSON to be read on the page: non-ASCII kept as itself ('±', not '\\u00b1'; the
+    template escapes it for HTML), keys sorted."""
+    return json.dumps(v, sort_keys=True, default=str, ensure_ascii=False)
+
+
 def metric_provenance(data: RunData) -> dict[str, dict[str, str]]:
     """Per metric, the provenance keys that are the same in every cell (feature extractor, weights hash,
     CLIP model, ...); keys that vary per cell (digests, repeat counts) are summarised as 'varies'."""
@@ -302,7 +308,7 @@ def metric_provenance(data: RunData) -> dict[str, dict[str, str]]:
     for (_, name), prov in data.provenance.items():
         slot = by_metric.setdefault(name, {})
         for k, v in prov.items():
-            text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+            text = v if isinstance(v, str) else json_text(v)
             slot.setdefault(k, set()).add(text)
     out: dict[str, dict[str, str]] = {}
     for m in data.metrics:

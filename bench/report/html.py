@@ -29,6 +29,7 @@ from bench.report.data import (
     fmt,
     fmt_ci,
     grid_captions,
+    json_text,
     load_run,
     metric_provenance,
     reference_images,
@@ -85,6 +86,7 @@ def _env() -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
+    env.filters["json_text"] = json_text  # page text: `tojson` (ASCII, for <script>) shows ± as \u00b1
     return env
 
 
