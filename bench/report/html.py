@@ -21,6 +21,7 @@ from bench.errors import BenchError
 from bench.files import write_atomic
 from bench.report import plots
 from bench.report.data import (
+    LATENCY_PREFERENCE,
     MetricInfo,
     RunData,
     Value,
@@ -644,7 +645,7 @@ def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricIn
     The Pareto-front badge is per slice too."""
     data = judge.data
     keys = {str(c.cell_key) for c in cells}
-    present = [m for m in data.metrics if any(data.value(k, m.name).ok for k in keys)]
+    present = _column_order(data, [m for m in data.metrics if any(data.value(k, m.name).ok for k in keys)])
     done = [c for c in cells if c.status == "done"]
     best: dict[str, set[str]] = {}
     tied: dict[str, dict[str, str]] = {}  # metric -> cell key -> how the tie was decided
@@ -678,10 +679,18 @@ def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricIn
             row["vals"].append({"text": fmt_ci(v), "sort": v.value if v.ok else "", "cls": cls, "title": title,
                                 "unstable": unstable})
         rows.append(row)
-    return {"axes": axes, "columns": [{"name": m.name, "label": m.label, "kind": m.kind,
+    return {"axes": axes, "columns": [{"name": m.name, "label": m.label, "kind": m.kind, "title": m.header_title,
                          "arrow": "" if m.higher_is_better is None else ("↑" if m.higher_is_better else "↓")}
                         for m in present],
             "rows": rows, "front_metric": headline.label if headline is not None else None}
+
+
+def _column_order(data: RunData, present: list[MetricInfo]) -> list[MetricInfo]:
+    """The plotted quality metrics, then the two latencies users ship by (per image, batch 1), then the rest in
+    catalogue order: what a reader compares stays within the first screen's width."""
+    first = [m.name for m in data.plotted_quality] + list(LATENCY_PREFERENCE)
+    rank = {name: i for i, name in enumerate(first)}
+    return sorted(present, key=lambda m: rank.get(m.name, len(first)))  # stable: the rest keep their order
 
 
 def _axis_text(v: Any) -> str:
