@@ -136,8 +136,9 @@ def cell_label(cell: Any) -> str:
     return f"{name} @ {req} steps ({float(counted):g} NFE)"
 
 
-def _add_point(s: plots.Series, xv: Value, yv: Value, label: str) -> None:
-    """One point of a plotted series: both values with their intervals, and its label."""
+def _add_point(s: plots.Series, xv: Value, yv: Value, label: str, tip: str = "") -> None:
+    """One point of a plotted series: both values with their intervals, its label and its hover text."""
+    s.tips.append(tip)
     s.x.append(float(xv.value))  # type: ignore[arg-type]
     s.y.append(float(yv.value))  # type: ignore[arg-type]
     s.x_lo.append(xv.ci_low)
@@ -145,6 +146,30 @@ def _add_point(s: plots.Series, xv: Value, yv: Value, label: str) -> None:
     s.y_lo.append(yv.ci_low)
     s.y_hi.append(yv.ci_high)
     s.labels.append(label)
+
+
+def cell_tip(data: RunData, cell: Any, prefix: str = "") -> str:
+    """A plotted point's tooltip: the cell (sampler and extra-axis values, steps, counted NFE, hardware, resolution)
+    and its headline numbers: the plotted quality metrics with their confidence intervals and the latencies (per
+    image at the timed batch, and at batch 1) with their interquartile ranges."""
+    res = int(cell.resolution)
+    counted = "" if cell.nfe_counted is None or pd.isna(cell.nfe_counted) else f", {float(cell.nfe_counted):g} NFE counted"
+    lines = [f"{prefix}{getattr(cell, 'line', None) or cell.sampler}",
+             f"{int(cell.nfe)} steps{counted} · {cell.hardware} · {res}×{res} px"]
+    shown = [*data.plotted_quality, *(m for n in LATENCY_PREFERENCE if (m := data.metric(n)) is not None)]
+    for m in shown:
+        v = data.value(cell.cell_key, m.name)
+        if not v.ok:
+            continue
+        if m.kind == "latency":
+            text = f"{fmt(v.value)} ms" + (f", IQR {fmt(v.ci_low)}–{fmt(v.ci_high)}" if v.half_width is not None else "")
+            reason = data.unstable_reason(cell.cell_key, m.name)
+            text += f" (unstable: {reason})" if reason else ""
+        else:
+            text = fmt(v.value, v.half_width) + (f", CI [{fmt(v.ci_low, v.half_width)}, {fmt(v.ci_high, v.half_width)}]"
+                                                 if v.half_width is not None else "")
+        lines.append(f"{m.label}: {text}")
+    return "\n".join(lines)
 
 
 def _nfe_x(cell: Any) -> float:
@@ -182,9 +207,10 @@ def _by_slice(data: RunData, cells: list[Any]) -> list[tuple[str, list[Any]]]:
 
 
 def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, *, faded: bool = False,
-            suffix: str = "", mark_unstable: bool = False) -> list[plots.Series]:
+            suffix: str = "", mark_unstable: bool = False, tip_prefix: str = "") -> list[plots.Series]:
     """One Series per line (sampler and its extra-axis values): x = xmetric's value (or counted NFE when xmetric is
-    None), y = ymetric. `mark_unstable`: flag the points whose latency (x or y) is unstable, to be drawn hollow."""
+    None), y = ymetric; each point with its cell's tooltip. `mark_unstable`: flag the points whose latency (x or y)
+    is unstable, to be drawn hollow."""
     out: dict[str, plots.Series] = {}
     for c in cells:
         yv = data.value(c.cell_key, ymetric)
@@ -193,7 +219,7 @@ def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, 
             continue
         s = out.setdefault(str(c.line), plots.Series(str(c.sampler), str(c.family), faded=faded,
                                                      name=f"{c.line}{suffix}", line=str(c.line)))
-        _add_point(s, xv, yv, f"{_nfe_x(c):g}")
+        _add_point(s, xv, yv, f"{_nfe_x(c):g}", cell_tip(data, c, tip_prefix))
         if mark_unstable:
             s.unstable.append(any(m is not None and data.unstable_reason(c.cell_key, m) is not None
                                   for m in (xmetric, ymetric) if m is not None and m.startswith("latency")))
@@ -541,7 +567,7 @@ def _guidance_section(ctx: _Ctx, data: RunData) -> dict[str, Any] | None:
                 s = plots.Series(str(first.sampler), str(first.family), name=name, line=name)
                 for w, c in points:
                     xv, yv = data.value(c.cell_key, fd.name), data.value(c.cell_key, clip.name)
-                    _add_point(s, xv, yv, f"w={w:g}")
+                    _add_point(s, xv, yv, f"w={w:g}", cell_tip(data, c))
                 series.append(s)
             if not series:
                 continue
@@ -592,9 +618,11 @@ def _memory_plots(ctx: _Ctx, data: RunData, mem: MetricInfo) -> list[dict[str, A
             s.y_lo.append(float(sv.min()))
             s.y_hi.append(float(sv.max()))
             s.labels.append("")
+            s.tips.append(f"{line}\n{hw} · {int(res)}×{int(res)} px\n{mem.label}: median {fmt(float(sv.median()))} over "
+                          f"{len(vals)} cells (min {fmt(float(sv.min()))}, max {fmt(float(sv.max()))})")
         for s in series.values():
             order = sorted(range(len(s.x)), key=lambda i: s.x[i])
-            for f in ("x", "y", "x_lo", "x_hi", "y_lo", "y_hi", "labels"):
+            for f in ("x", "y", "x_lo", "x_hi", "y_lo", "y_hi", "labels", "tips"):
                 setattr(s, f, [getattr(s, f)[i] for i in order])
         if series:
             title = f"{mem.label} vs resolution ({hw})"
@@ -759,7 +787,8 @@ def render_compare(a: RunData, b: RunData) -> str:
         for q in quality:
             if lat is None:
                 break
-            series = _series(a, cells_a, lat.name, q.name, faded=True) + _series(b, cells_b, lat.name, q.name)
+            series = _series(a, cells_a, lat.name, q.name, faded=True, tip_prefix=f"A ({a.run_id}): ") \
+                + _series(b, cells_b, lat.name, q.name, tip_prefix=f"B ({b.run_id}): ")
             if series:
                 title = f"{q.label} vs latency: A hollow and light, B filled ({hw}, {res}px)"
                 svg = plots.xy_plot(series, ctx.style, title=title, xlabel=f"{lat.label}, log scale",
