@@ -436,12 +436,21 @@ def _dominance(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo) -
     front = pareto_front(points, [bool(q.higher_is_better), False])
     dominated_samplers = sorted({str(keep[j].line) for j in range(len(keep)) if j not in front}
                                 - {str(keep[i].line) for i in front})
+    b1 = _batch1_metric(data, lat)
     return {"metric": q.label, "sentences": sentences[:MAX_SENTENCES], "more": sentences[MAX_SENTENCES:],
-            "front": [cell_label(keep[i]) for i in front_steps([float(lv.value) for lv in ls],  # type: ignore[arg-type]
-                                                               [float(qv.value) for qv in qs],  # type: ignore[arg-type]
-                                                               False, bool(q.higher_is_better))],
+            "latency": lat.label, "front": _front_labels(data, cells, q, lat),
+            "batch1": None if b1 is None else {"latency": b1.label, "front": _front_labels(data, cells, q, b1),
+                                               "unstable": [u["label"] for u in _unstable_cells(data, cells, b1)]},
             "never_on_front": dominated_samplers,
             "unstable": [u["label"] for u in _unstable_cells(data, cells, lat)]}
+
+
+def _front_labels(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> list[str]:
+    """The (quality, `lat`) Pareto front of the cells with a stable latency, fastest first, as cell labels."""
+    keep, qs, ls = _points(data, cells, q, lat, stable_only=True)
+    idx = front_steps([float(lv.value) for lv in ls], [float(qv.value) for qv in qs],  # type: ignore[arg-type]
+                      False, bool(q.higher_is_better))
+    return [cell_label(keep[i]) for i in idx]
 
 
 def _verdict_cell(v: Any) -> dict[str, str]:
@@ -500,18 +509,24 @@ def _steps_differ(keep: list[Any], idx: list[int]) -> bool:
 
 def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[MetricInfo], lat: MetricInfo | None,
                  hw: str, res: int) -> list[dict[str, Any]]:
+    """Per quality metric its plot against latency and, beside it, against batch-1 latency (the front can differ:
+    a sampler that wins at batch 16 may lose at batch 1, where users ship); then quality and latency against NFE."""
     out = []
     where = f"{hw}, {res}px"
+    lats = [(m, kind) for m, kind in ((lat, "quality-latency"), (_batch1_metric(data, lat), "quality-latency-batch1"))
+            if m is not None]
     for q in quality:
         floor = _floor_line(data, cells, q)
-        if lat is not None:
-            s = _series(data, cells, lat.name, q.name, mark_unstable=True)
+        for lm, kind in lats:
+            s = _series(data, cells, lm.name, q.name, mark_unstable=True)
             if s:
-                title = f"{q.label} vs latency ({where})"
-                svg = plots.xy_plot(s, ctx.style, title=title, xlabel=f"{lat.label}, log scale",
+                title = f"{q.label} vs {lm.label} ({where})"
+                svg = plots.xy_plot(s, ctx.style, title=title, xlabel=f"{lm.label}, log scale",
                                     ylabel=f"{q.label} ({q.direction_word})", logx=True,
                                     front=(False, bool(q.higher_is_better)), hline=floor, logy="auto")
-                out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "quality-latency"})
+                out.append({"title": title, "svg": ctx.svg(svg, title), "kind": kind})
+    for q in quality:
+        floor = _floor_line(data, cells, q)
         s = _series(data, cells, None, q.name)
         if s:
             title = f"{q.label} vs counted NFE ({where})"
@@ -526,6 +541,12 @@ def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[Metri
                                 ylabel=f"{lat.label} (bars: IQR)", logx=True, logx_base=2, logy="auto")
             out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "latency-nfe"})
     return out
+
+
+def _batch1_metric(data: RunData, lat: MetricInfo | None) -> MetricInfo | None:
+    """Batch-1 latency when the report's latency is another one (per image at a larger batch), else None."""
+    b1 = data.metric("latency_ms_batch1")
+    return b1 if lat is not None and b1 is not None and b1.name != lat.name else None
 
 
 GUIDANCE_AXIS = "guidance"
