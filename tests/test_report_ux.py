@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -183,6 +184,11 @@ def test_a_batch1_front_beside_the_per_image_one(run):
         assert m, f"no front line by {metric}"
         shown = [re.sub(r" @ (\d+) (?:NFE|steps.*)$", r"|\1", x.strip()) for x in m.group(1).split("→")]
         assert shown == expected, metric
+    # the headline's budget table by batch-1 latency (behind a click): its best cells are that front, in order
+    chunk = unescape(html.split("per budget of latency, batch 1 (ms)</h3>", 1)[1].split("</table>", 1)[0])
+    at = [chunk.find(f"{label.split('|')[0]} @ {label.split('|')[1]} ") for label in batch1]
+    assert -1 not in at and at == sorted(at), (batch1, at)
+    assert re.search(r"The same by [^<]*FD at batch 1", html)
     # and its plot, with the front drawn, next to the per-image one
     assert html.count('data-kind="quality-latency-batch1"') == 2  # FD and CLIP score
     fig = re.search(r'data-kind="quality-latency-batch1">(.*?)</figure>', html, re.S)
