@@ -75,7 +75,7 @@ def test_verdicts_never_pair_cells_at_different_guidance(html):
         for row in re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)[1:]:
             ws = set(re.findall(r"guidance=([\d.]+)", row))
             assert len(ws) == 1, row
-    budgets = re.findall(r"<h3>cpu · 16×16 px · (guidance=[\d.]+) — best FD", html)
+    budgets = re.findall(r"<h3>cpu · 16×16 px · (guidance=[\d.]+) — best FD \(lower is better\) per budget of latency \(ms/image", html)
     assert budgets == ["guidance=1", "guidance=1.5", "guidance=3"]
     for d in re.findall(r"<li><strong>(.*?)</li>", html, flags=re.S):  # dominance sentences
         assert len(set(re.findall(r"guidance=([\d.]+)", d))) <= 1, d

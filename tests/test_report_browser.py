@@ -265,3 +265,48 @@ def test_real_run_writes_a_report_that_renders(browser, write_suite, tmp_path, c
     captured = capsys.readouterr()
     assert "warning: the report was not written" in captured.err and "report:" not in captured.out
     assert len(bench.load_results(str(store)).drop_duplicates("cell_key")) == 3
+
+
+def test_points_tooltips_fronts_and_latency_columns_at_1280_px(browser, sweep_report):
+    """What a reader at a 1280 px screen gets (issue 20, item 4): every plotted point carries a tooltip that nothing
+    covers, the batch-1 front is drawn beside the per-image one, the latency columns of "All cells" are in view
+    without scrolling, and the sampler column stays in view when the table scrolls sideways."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(sweep_report.resolve().as_uri(), wait_until="load")
+        for kind in ("quality-latency", "quality-latency-batch1"):
+            fig = page.locator(f"figure[data-kind={kind}]").first
+            fig.scroll_into_view_if_needed()
+            page.evaluate("window.scrollBy(0, -120)")  # out from under the sticky navigation bar
+            hits = fig.evaluate("""f => Array.from(f.querySelectorAll('g.point')).map(g => {
+                const r = g.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
+                const top = document.elementFromPoint(x, y), hit = top && top.closest('g.point');
+                return {own: hit === g, point: hit !== null, tip: g.querySelector('title').textContent}; })""")
+            assert len(hits) >= 20, kind
+            assert all(h["point"] for h in hits), kind  # nothing drawn over a point's hover target
+            # points drawn on top of each other (equal latency and FD) show the top one's tooltip
+            assert sum(h["own"] for h in hits) >= 0.8 * len(hits), kind
+            assert all(re.search(r"\d+ steps, [\d.]+ NFE counted", h["tip"]) and "\nFD: " in h["tip"]
+                       and "\nlatency (ms/image, batch 16): " in h["tip"] and "\nlatency, batch 1 (ms): " in h["tip"]
+                       for h in hits), kind
+        kinds = page.locator("figure.plot-figure").evaluate_all("fs => fs.map(f => f.dataset.kind)")
+        i = kinds.index("quality-latency")
+        boxes = [page.locator("figure.plot-figure").nth(j).bounding_box() for j in (i, i + 1)]
+        assert kinds[i + 1] == "quality-latency-batch1" and boxes[0]["y"] == boxes[1]["y"]  # side by side
+        assert "Pareto front" in page.locator("figure[data-kind=quality-latency-batch1]").first.inner_text()
+
+        table = page.locator("table.results").first
+        heads = table.locator("thead th")
+        texts = heads.all_inner_texts()
+        for name in ("latency (ms/image, batch 16)", "latency, batch 1 (ms)"):
+            box = heads.nth(next(j for j, t in enumerate(texts) if t.startswith(name))).bounding_box()
+            assert box is not None and box["x"] + box["width"] <= 1280, name  # in view without scrolling
+        scroller = page.locator("div.scroll:has(table.results)").first
+        assert scroller.evaluate("d => d.scrollWidth > d.clientWidth")  # the table is wider than the screen ...
+        first = table.locator("tbody tr:not(.pinned) td").first
+        x0 = first.bounding_box()["x"]
+        scroller.evaluate("d => { d.scrollLeft = d.scrollWidth; }")
+        assert scroller.evaluate("d => d.scrollLeft") > 100
+        assert abs(first.bounding_box()["x"] - x0) < 1  # ... and the sampler column stays put
+    finally:
+        page.close()

@@ -52,9 +52,10 @@ def test_self_contained_no_network(html):
 def test_plots_tables_grids_and_provenance(store, html):
     path, ids = store
     data = load_run(path, run_id=ids[0])
-    # per measured hardware x resolution (2): FD and CLIP vs latency and vs NFE, latency vs NFE; + memory (1)
-    assert html.count('<svg') == 2 * 5 + 1
-    assert html.count('class="plot"') == 11
+    # per measured hardware x resolution (2): FD and CLIP vs latency (per image and batch 1) and vs NFE, latency vs
+    # NFE; + memory (1)
+    assert html.count('<svg') == 2 * 7 + 1
+    assert html.count('class="plot"') == 15
     # image grids: per resolution, one strip per measured cell (no reference: the dataset does not exist here)
     done_per_res = data.cells[data.cells.status == "done"].groupby("resolution").size()
     assert html.count('class="grid-row"') == int(done_per_res.sum())
@@ -68,7 +69,7 @@ def test_plots_tables_grids_and_provenance(store, html):
     # skipped and failed cells with their reasons
     assert "no CUDA device" in html and "sampler diverged at step 3" in html
     # Pareto analysis in words, budget table, unknown metrics rendered generically
-    assert "dominates" in html and "Pareto front (fastest first)" in html and "budget ≥" in html
+    assert "dominates" in html and "Pareto front by latency (ms/image, batch 16), fastest first" in html and "budget ≥" in html
     # the synthetic store keeps per-image evidence: paired comparisons per panel, every one paired
     assert html.count('<h3 class="paired-title">Paired comparisons</h3>') == 2
     assert 'class="paired-steps"' in html and 'class="paired-nfe"' in html

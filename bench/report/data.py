@@ -11,7 +11,7 @@ import contextlib
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class MetricInfo:
     higher_is_better: bool | None
     kind: str  # quality | latency | memory | calibration | reference | other
     scope: str = "call"  # latency only: "denoiser" when the suite's latency.scope times the denoising phase
+    batch: str = ""  # latency only: the batch size it was timed at ('16'; '16 or 32' when cells differ)
 
     @property
     def base(self) -> str:
@@ -59,7 +60,19 @@ class MetricInfo:
         text = KNOWN_LABELS.get(self.base, self.base.replace("_", " "))
         if self.scope == "denoiser":
             text = "denoiser " + text
+        if self.batch and self.kind == "latency" and "batch" not in text:  # ms/image depends on the batch: say which
+            text = text[:-1] + f", batch {self.batch})" if text.endswith(")") else f"{text}, batch {self.batch}"
         return f"{text} [{self.variant}]" if self.variant else text
+
+    @property
+    def header_title(self) -> str:
+        """What a table column holds, for its header's tooltip (the batch behind a per-image latency)."""
+        if self.kind != "latency":
+            return self.name
+        per_image = self.name.endswith("_per_image") or "_per_image:" in self.name
+        how = (f"median time of one call at batch {self.batch or '?'}, divided by the batch (ms per image)"
+               if per_image else f"median time of one call at batch {self.batch or '?'} (ms)")
+        return f"{self.name}: {how}; ± half the interquartile range of the timed calls"
 
     @property
     def short(self) -> str:
@@ -285,15 +298,30 @@ def from_frame(df: pd.DataFrame, run: dict[str, Any], store_path: Path) -> RunDa
         if isinstance(prov, str) and prov:
             with contextlib.suppress(ValueError):
                 provenance[(str(r.cell_key), name)] = json.loads(prov)
+    metrics = {n: replace(m, batch=_batch_text(n, provenance)) if m.kind == "latency" else m
+               for n, m in metrics.items()}
     ordered = sorted(metrics.values(), key=lambda m: (KIND_ORDER.get(m.kind, 9), _base_rank(m), m.name))
     return RunData(store_path, run, df, cells, ordered, values, provenance, axes=axes,
                    axis_values=dict(zip(cells["cell_key"].astype(str), values_of, strict=True)))
+
+
+def _batch_text(metric: str, provenance: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """The batch size(s) a latency metric was timed at, from its cells' provenance ('' when none is recorded)."""
+    sizes = {int(b) for (_, name), prov in provenance.items() if name == metric
+             and isinstance(b := prov.get("batch_size"), (int, float)) and not isinstance(b, bool)}
+    return " or ".join(str(b) for b in sorted(sizes))
 
 
 def _base_rank(m: MetricInfo) -> int:
     order = ["fd", "fd_inf", "kid", "cmmd", "precision", "recall", "density", "coverage", "clip_score",
              "latency_ms_per_image", "latency_ms_batch1"]
     return order.index(m.base) if m.base in order else len(order)
+
+
+def json_text(v: Any) -> str:
+    """A structured value as JSON to be read on the page: non-ASCII kept as itself ('±', not '\\u00b1'; the
+    template escapes it for HTML), keys sorted."""
+    return json.dumps(v, sort_keys=True, default=str, ensure_ascii=False)
 
 
 def metric_provenance(data: RunData) -> dict[str, dict[str, str]]:
@@ -303,7 +331,7 @@ def metric_provenance(data: RunData) -> dict[str, dict[str, str]]:
     for (_, name), prov in data.provenance.items():
         slot = by_metric.setdefault(name, {})
         for k, v in prov.items():
-            text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+            text = v if isinstance(v, str) else json_text(v)
             slot.setdefault(k, set()).add(text)
     out: dict[str, dict[str, str]] = {}
     for m in data.metrics:

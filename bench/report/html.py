@@ -21,6 +21,7 @@ from bench.errors import BenchError
 from bench.files import write_atomic
 from bench.report import plots
 from bench.report.data import (
+    LATENCY_PREFERENCE,
     MetricInfo,
     RunData,
     Value,
@@ -29,6 +30,7 @@ from bench.report.data import (
     fmt,
     fmt_ci,
     grid_captions,
+    json_text,
     load_run,
     metric_provenance,
     reference_images,
@@ -85,6 +87,7 @@ def _env() -> Any:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
+    env.filters["json_text"] = json_text  # page text: `tojson` (ASCII, for <script>) shows ± as \u00b1
     return env
 
 
@@ -133,8 +136,9 @@ def cell_label(cell: Any) -> str:
     return f"{name} @ {req} steps ({float(counted):g} NFE)"
 
 
-def _add_point(s: plots.Series, xv: Value, yv: Value, label: str) -> None:
-    """One point of a plotted series: both values with their intervals, and its label."""
+def _add_point(s: plots.Series, xv: Value, yv: Value, label: str, tip: str = "") -> None:
+    """One point of a plotted series: both values with their intervals, its label and its hover text."""
+    s.tips.append(tip)
     s.x.append(float(xv.value))  # type: ignore[arg-type]
     s.y.append(float(yv.value))  # type: ignore[arg-type]
     s.x_lo.append(xv.ci_low)
@@ -142,6 +146,30 @@ def _add_point(s: plots.Series, xv: Value, yv: Value, label: str) -> None:
     s.y_lo.append(yv.ci_low)
     s.y_hi.append(yv.ci_high)
     s.labels.append(label)
+
+
+def cell_tip(data: RunData, cell: Any, prefix: str = "") -> str:
+    """A plotted point's tooltip: the cell (sampler and extra-axis values, steps, counted NFE, hardware, resolution)
+    and its headline numbers: the plotted quality metrics with their confidence intervals and the latencies (per
+    image at the timed batch, and at batch 1) with their interquartile ranges."""
+    res = int(cell.resolution)
+    counted = "" if cell.nfe_counted is None or pd.isna(cell.nfe_counted) else f", {float(cell.nfe_counted):g} NFE counted"
+    lines = [f"{prefix}{getattr(cell, 'line', None) or cell.sampler}",
+             f"{int(cell.nfe)} steps{counted} · {cell.hardware} · {res}×{res} px"]
+    shown = [*data.plotted_quality, *(m for n in LATENCY_PREFERENCE if (m := data.metric(n)) is not None)]
+    for m in shown:
+        v = data.value(cell.cell_key, m.name)
+        if not v.ok:
+            continue
+        if m.kind == "latency":
+            text = f"{fmt(v.value)} ms" + (f", IQR {fmt(v.ci_low)}–{fmt(v.ci_high)}" if v.half_width is not None else "")
+            reason = data.unstable_reason(cell.cell_key, m.name)
+            text += f" (unstable: {reason})" if reason else ""
+        else:
+            text = fmt(v.value, v.half_width) + (f", CI [{fmt(v.ci_low, v.half_width)}, {fmt(v.ci_high, v.half_width)}]"
+                                                 if v.half_width is not None else "")
+        lines.append(f"{m.label}: {text}")
+    return "\n".join(lines)
 
 
 def _nfe_x(cell: Any) -> float:
@@ -179,9 +207,10 @@ def _by_slice(data: RunData, cells: list[Any]) -> list[tuple[str, list[Any]]]:
 
 
 def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, *, faded: bool = False,
-            suffix: str = "", mark_unstable: bool = False) -> list[plots.Series]:
+            suffix: str = "", mark_unstable: bool = False, tip_prefix: str = "") -> list[plots.Series]:
     """One Series per line (sampler and its extra-axis values): x = xmetric's value (or counted NFE when xmetric is
-    None), y = ymetric. `mark_unstable`: flag the points whose latency (x or y) is unstable, to be drawn hollow."""
+    None), y = ymetric; each point with its cell's tooltip. `mark_unstable`: flag the points whose latency (x or y)
+    is unstable, to be drawn hollow."""
     out: dict[str, plots.Series] = {}
     for c in cells:
         yv = data.value(c.cell_key, ymetric)
@@ -190,7 +219,7 @@ def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, 
             continue
         s = out.setdefault(str(c.line), plots.Series(str(c.sampler), str(c.family), faded=faded,
                                                      name=f"{c.line}{suffix}", line=str(c.line)))
-        _add_point(s, xv, yv, f"{_nfe_x(c):g}")
+        _add_point(s, xv, yv, f"{_nfe_x(c):g}", cell_tip(data, c, tip_prefix))
         if mark_unstable:
             s.unstable.append(any(m is not None and data.unstable_reason(c.cell_key, m) is not None
                                   for m in (xmetric, ymetric) if m is not None and m.startswith("latency")))
@@ -225,9 +254,11 @@ def render_report(data: RunData) -> str:
                              "title": f"{hw} · {res}×{res} px", "n_done": len(cells),
                              "n_other": len(all_cells) - len(cells)}
         slices = _by_slice(data, cells)  # rankings and verdicts within equal extra-axis values only
-        g["budget_sets"] = [{"where": f" · {sl}" if sl else "", "budgets": [_budget_table(judge, cs, q, lat)
-                                                                           for q in quality]}
-                            for sl, cs in slices] if lat else []
+        b1 = _batch1_metric(data, lat)  # the headline again by batch-1 latency, one click away
+        g["budget_sets"] = [{"where": f" · {sl}" if sl else "", "budgets": [
+            *(_budget_table(judge, cs, q, lat) for q in quality),
+            *([_budget_table(judge, cs, quality[0], b1, batch1=True)] if b1 is not None and quality else [])]}
+            for sl, cs in slices] if lat else []
         g["dominance"] = [_dominance(judge, cs, q, lat) | {"slice": sl} for sl, cs in slices for q in quality] \
             if lat else []
         g["paired"] = _paired_section(judge, cells, quality)
@@ -325,7 +356,8 @@ def _evidence_note(data: RunData) -> dict[str, Any]:
     return {"cells": len(done), "with": with_ev, "problems": sorted(set(data.evidence_problems.values()))[:3]}
 
 
-def _budget_table(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> dict[str, Any]:
+def _budget_table(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo, batch1: bool = False,
+                  ) -> dict[str, Any]:
     """The best cell for every latency budget (bench.analysis.best_within_budgets): the (latency, quality) front
     read left to right; quality ties from the paired test (the interval-overlap rule, labelled unpaired, for cells
     without evidence); a row whose best cell's latency IQR overlaps a better cell's is not decided."""
@@ -348,6 +380,8 @@ def _budget_table(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo
               "unstable": [u["label"] for u in unstable]}
     paired = sum(1 for c in cands if c.evidence is not None)
     return {"metric": q.label, "direction": q.direction_word, "latency": lat.label, "rows": rows, "widget": widget,
+            "name": f"{q.label} at batch 1" if batch1 else q.label, "unit": "ms at batch 1" if batch1
+            else "ms per image",
             "unstable": unstable, "method": "paired" if paired == len(cands) and cands else
             ("unpaired" if paired == 0 else "mixed")}
 
@@ -407,12 +441,21 @@ def _dominance(judge: Judge, cells: list[Any], q: MetricInfo, lat: MetricInfo) -
     front = pareto_front(points, [bool(q.higher_is_better), False])
     dominated_samplers = sorted({str(keep[j].line) for j in range(len(keep)) if j not in front}
                                 - {str(keep[i].line) for i in front})
+    b1 = _batch1_metric(data, lat)
     return {"metric": q.label, "sentences": sentences[:MAX_SENTENCES], "more": sentences[MAX_SENTENCES:],
-            "front": [cell_label(keep[i]) for i in front_steps([float(lv.value) for lv in ls],  # type: ignore[arg-type]
-                                                               [float(qv.value) for qv in qs],  # type: ignore[arg-type]
-                                                               False, bool(q.higher_is_better))],
+            "latency": lat.label, "front": _front_labels(data, cells, q, lat),
+            "batch1": None if b1 is None else {"latency": b1.label, "front": _front_labels(data, cells, q, b1),
+                                               "unstable": [u["label"] for u in _unstable_cells(data, cells, b1)]},
             "never_on_front": dominated_samplers,
             "unstable": [u["label"] for u in _unstable_cells(data, cells, lat)]}
+
+
+def _front_labels(data: RunData, cells: list[Any], q: MetricInfo, lat: MetricInfo) -> list[str]:
+    """The (quality, `lat`) Pareto front of the cells with a stable latency, fastest first, as cell labels."""
+    keep, qs, ls = _points(data, cells, q, lat, stable_only=True)
+    idx = front_steps([float(lv.value) for lv in ls], [float(qv.value) for qv in qs],  # type: ignore[arg-type]
+                      False, bool(q.higher_is_better))
+    return [cell_label(keep[i]) for i in idx]
 
 
 def _verdict_cell(v: Any) -> dict[str, str]:
@@ -471,18 +514,24 @@ def _steps_differ(keep: list[Any], idx: list[int]) -> bool:
 
 def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[MetricInfo], lat: MetricInfo | None,
                  hw: str, res: int) -> list[dict[str, Any]]:
+    """Per quality metric its plot against latency and, beside it, against batch-1 latency (the front can differ:
+    a sampler that wins at batch 16 may lose at batch 1, where users ship); then quality and latency against NFE."""
     out = []
     where = f"{hw}, {res}px"
+    lats = [(m, kind) for m, kind in ((lat, "quality-latency"), (_batch1_metric(data, lat), "quality-latency-batch1"))
+            if m is not None]
     for q in quality:
         floor = _floor_line(data, cells, q)
-        if lat is not None:
-            s = _series(data, cells, lat.name, q.name, mark_unstable=True)
+        for lm, kind in lats:
+            s = _series(data, cells, lm.name, q.name, mark_unstable=True)
             if s:
-                title = f"{q.label} vs latency ({where})"
-                svg = plots.xy_plot(s, ctx.style, title=title, xlabel=f"{lat.label}, log scale",
+                title = f"{q.label} vs {lm.label} ({where})"
+                svg = plots.xy_plot(s, ctx.style, title=title, xlabel=f"{lm.label}, log scale",
                                     ylabel=f"{q.label} ({q.direction_word})", logx=True,
                                     front=(False, bool(q.higher_is_better)), hline=floor, logy="auto")
-                out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "quality-latency"})
+                out.append({"title": title, "svg": ctx.svg(svg, title), "kind": kind})
+    for q in quality:
+        floor = _floor_line(data, cells, q)
         s = _series(data, cells, None, q.name)
         if s:
             title = f"{q.label} vs counted NFE ({where})"
@@ -497,6 +546,12 @@ def _group_plots(ctx: _Ctx, data: RunData, cells: list[Any], quality: list[Metri
                                 ylabel=f"{lat.label} (bars: IQR)", logx=True, logx_base=2, logy="auto")
             out.append({"title": title, "svg": ctx.svg(svg, title), "kind": "latency-nfe"})
     return out
+
+
+def _batch1_metric(data: RunData, lat: MetricInfo | None) -> MetricInfo | None:
+    """Batch-1 latency when the report's latency is another one (per image at a larger batch), else None."""
+    b1 = data.metric("latency_ms_batch1")
+    return b1 if lat is not None and b1 is not None and b1.name != lat.name else None
 
 
 GUIDANCE_AXIS = "guidance"
@@ -538,7 +593,7 @@ def _guidance_section(ctx: _Ctx, data: RunData) -> dict[str, Any] | None:
                 s = plots.Series(str(first.sampler), str(first.family), name=name, line=name)
                 for w, c in points:
                     xv, yv = data.value(c.cell_key, fd.name), data.value(c.cell_key, clip.name)
-                    _add_point(s, xv, yv, f"w={w:g}")
+                    _add_point(s, xv, yv, f"w={w:g}", cell_tip(data, c))
                 series.append(s)
             if not series:
                 continue
@@ -589,9 +644,11 @@ def _memory_plots(ctx: _Ctx, data: RunData, mem: MetricInfo) -> list[dict[str, A
             s.y_lo.append(float(sv.min()))
             s.y_hi.append(float(sv.max()))
             s.labels.append("")
+            s.tips.append(f"{line}\n{hw} · {int(res)}×{int(res)} px\n{mem.label}: median {fmt(float(sv.median()))} over "
+                          f"{len(vals)} cells (min {fmt(float(sv.min()))}, max {fmt(float(sv.max()))})")
         for s in series.values():
             order = sorted(range(len(s.x)), key=lambda i: s.x[i])
-            for f in ("x", "y", "x_lo", "x_hi", "y_lo", "y_hi", "labels"):
+            for f in ("x", "y", "x_lo", "x_hi", "y_lo", "y_hi", "labels", "tips"):
                 setattr(s, f, [getattr(s, f)[i] for i in order])
         if series:
             title = f"{mem.label} vs resolution ({hw})"
@@ -642,7 +699,7 @@ def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricIn
     The Pareto-front badge is per slice too."""
     data = judge.data
     keys = {str(c.cell_key) for c in cells}
-    present = [m for m in data.metrics if any(data.value(k, m.name).ok for k in keys)]
+    present = _column_order(data, [m for m in data.metrics if any(data.value(k, m.name).ok for k in keys)])
     done = [c for c in cells if c.status == "done"]
     best: dict[str, set[str]] = {}
     tied: dict[str, dict[str, str]] = {}  # metric -> cell key -> how the tie was decided
@@ -676,7 +733,7 @@ def _results_table(ctx: _Ctx, judge: Judge, cells: list[Any], headline: MetricIn
             row["vals"].append({"text": fmt_ci(v), "sort": v.value if v.ok else "", "cls": cls, "title": title,
                                 "unstable": unstable, "comparability": _comparability(data, k, m.name)})
         rows.append(row)
-    return {"axes": axes, "columns": [{"name": m.name, "label": m.label, "kind": m.kind,
+    return {"axes": axes, "columns": [{"name": m.name, "label": m.label, "kind": m.kind, "title": m.header_title,
                          "arrow": "" if m.higher_is_better is None else ("↑" if m.higher_is_better else "↓")}
                         for m in present],
             "rows": rows, "front_metric": headline.label if headline is not None else None}
@@ -686,6 +743,14 @@ def _comparability(data: RunData, cell_key: str, metric: str) -> str | None:
     """The note of an FD against a statistics file whose pipeline differs or is unknown (provenance), else None."""
     prov = data.provenance.get((cell_key, metric)) or {}
     return None if prov.get("comparable", True) is True else str(prov.get("comparability") or "not comparable")
+
+
+def _column_order(data: RunData, present: list[MetricInfo]) -> list[MetricInfo]:
+    """The plotted quality metrics, then the two latencies users ship by (per image, batch 1), then the rest in
+    catalogue order: what a reader compares stays within the first screen's width."""
+    first = [m.name for m in data.plotted_quality] + list(LATENCY_PREFERENCE)
+    rank = {name: i for i, name in enumerate(first)}
+    return sorted(present, key=lambda m: rank.get(m.name, len(first)))  # stable: the rest keep their order
 
 
 def _axis_text(v: Any) -> str:
@@ -754,7 +819,8 @@ def render_compare(a: RunData, b: RunData) -> str:
         for q in quality:
             if lat is None:
                 break
-            series = _series(a, cells_a, lat.name, q.name, faded=True) + _series(b, cells_b, lat.name, q.name)
+            series = _series(a, cells_a, lat.name, q.name, faded=True, tip_prefix=f"A ({a.run_id}): ") \
+                + _series(b, cells_b, lat.name, q.name, tip_prefix=f"B ({b.run_id}): ")
             if series:
                 title = f"{q.label} vs latency: A hollow and light, B filled ({hw}, {res}px)"
                 svg = plots.xy_plot(series, ctx.style, title=title, xlabel=f"{lat.label}, log scale",

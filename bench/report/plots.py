@@ -137,6 +137,7 @@ class Series:
     y_lo: list[float | None] = field(default_factory=list)
     y_hi: list[float | None] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # annotation per point (the NFE)
+    tips: list[str] = field(default_factory=list)  # hover text per point (which cell, its numbers); '' for none
     faded: bool = False  # drawn hollow and light (the "before" run of a comparison)
     name: str | None = None  # legend text (default: sampler)
     unstable: list[bool] = field(default_factory=list)  # per point: latency flagged unstable (drawn hollow)
@@ -144,6 +145,9 @@ class Series:
 
     def is_unstable(self, i: int) -> bool:
         return i < len(self.unstable) and self.unstable[i]
+
+    def tip(self, i: int) -> str:
+        return self.tips[i] if i < len(self.tips) else ""
 
 
 @dataclass
@@ -177,6 +181,7 @@ def xy_plot(series: Sequence[Series], style: Style, *, title: str, xlabel: str, 
         # A bare Figure, no pyplot: no global backend switch and no figure manager to leak.
         fig = Figure(figsize=size, layout="constrained")
         ax = fig.add_subplot()
+        tips: dict[str, str] = {}
         for s in series:
             if not s.x:
                 continue
@@ -195,6 +200,10 @@ def xy_plot(series: Sequence[Series], style: Style, *, title: str, xlabel: str, 
             for x, y, lab in zip(s.x, s.y, s.labels, strict=False):
                 ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
                             color=colour, alpha=alpha)
+            for i in range(len(s.x)):
+                if s.tip(i):
+                    _hover_target(ax, s.x[i], s.y[i], f"{TIP_ID}{len(tips)}")
+                    tips[f"{TIP_ID}{len(tips)}"] = s.tip(i)
             hollow = [i for i in range(len(s.x)) if s.is_unstable(i)]
             if hollow:  # white fill over the point, dashed edge: its latency takes part in no verdict
                 ax.scatter([s.x[i] for i in hollow], [s.y[i] for i in hollow], s=44, marker=marker,
@@ -234,7 +243,17 @@ def xy_plot(series: Sequence[Series], style: Style, *, title: str, xlabel: str, 
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        return to_svg(fig)
+        return to_svg(fig, tips)
+
+
+TIP_ID = "bench-tip-"
+
+
+def _hover_target(ax: object, x: float, y: float, gid: str) -> None:
+    """An invisible disc over a point, on top of everything, that to_svg turns into a <g> with the point's
+    <title>: the browser shows it as a tooltip when the pointer rests on the point (no script needed)."""
+    ax.plot([x], [y], linestyle="none", marker="o", markersize=9, alpha=0.0, zorder=10,  # type: ignore[attr-defined]
+            label="_nolegend_", gid=gid)
 
 
 def _plain_log_ticks(axis: object, base: float) -> None:
@@ -285,13 +304,18 @@ _FONT = re.compile(r"font-family: [^;\"]*;? ?")
 _NO_ROTATE = re.compile(r'\stransform="rotate\(-?0 [\d.\- ]+\)"')
 
 
-def to_svg(fig: object) -> str:
+def to_svg(fig: object, tips: dict[str, str] | None = None) -> str:
     """The figure as a compact <svg> element: no XML prolog or metadata, coordinates to 0.1 pt, the
-    font left to the page's CSS, and ids only where something refers to them."""
+    font left to the page's CSS, and ids only where something refers to them. `tips`: group id -> tooltip text
+    (escaped here); each such group becomes <g class="point"><title>text</title>...."""
+    from markupsafe import escape
+
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})  # type: ignore[attr-defined]
     text = buf.getvalue()
     text = text[text.index("<svg"):]
+    for gid, tip in (tips or {}).items():
+        text = text.replace(f'<g id="{gid}">', f'<g class="point"><title>{escape(tip)}</title>', 1)
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.S)
     text = _NO_ROTATE.sub("", text)
     text = _COORDS.sub(lambda m: f' {m.group(1)}="{_round(m.group(2))}"', text)
