@@ -343,12 +343,10 @@ class SuiteModel(_Strict):
             elif name not in known:
                 raise ValueError(f"unknown metric {name!r} (known: {', '.join(sorted(known))}; "
                                  "or 'module.path:function')")
-        if v.get("latency") is not None:  # errors name metrics.latency.<option>
-            from pydantic import TypeAdapter
+        from bench.metrics.catalogue import validate_options
 
-            from bench.metrics.latency import LatencyOptions
-
-            TypeAdapter(dict[str, LatencyOptions]).validate_python({"latency": v["latency"]})
+        for name, options in v.items():  # against the catalogue: errors name metrics.<metric>.<option>
+            validate_options(name, options)
         return v
 
 
@@ -523,8 +521,12 @@ def json_schema() -> dict[str, Any]:
     schema = SuiteModel.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flowmap-bench suite"
-    from bench.metrics.latency import LatencyOptions
+    from bench.metrics.catalogue import specs
 
-    schema["properties"]["metrics"]["properties"] = {"latency": {"anyOf": [LatencyOptions.model_json_schema(),
-                                                                         {"type": "null"}]}}
+    props = {}
+    for spec in specs():  # every catalogued metric's options (bench/metrics/catalogue.py)
+        model = spec.options_model() if spec.in_suite else None
+        if model is not None:
+            props[spec.name] = {"anyOf": [model.model_json_schema(), {"type": "null"}], "description": spec.description}
+    schema["properties"]["metrics"]["properties"] = props
     return schema
