@@ -214,7 +214,7 @@ _SPECS: dict[str, MetricSpec] = {s.name: s for s in (
                "bench.metrics.catalogue:MemoryOptions",
                (ResultSpec("peak_memory_mb", "memory", False, "MB", "peak memory (MB)"),)),
     MetricSpec("nfe", "system", "counted NFE", "evaluations/image", False,
-               "Network evaluations per image, counted by hooks (always measured; the cell's nfe_counted).",
+               "Network evaluations per image, counted by hooks (the cell's nfe_counted).",
                results=(ResultSpec("nfe_counted", "count", False, "evaluations/image", "counted NFE",
                                    gate={"abs_tol": 0.0, "significance": "none", "normalize": "none"}),),
                in_suite=False),
