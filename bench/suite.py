@@ -260,6 +260,15 @@ class ReportSpec(_Strict):
     grid: int = Field(default=8, ge=0, le=64, description="Images per cell saved for image grids.")
 
 
+class SaveSamples(_Strict):
+    """Keep every cell's images (or the first `max`) as lossless files named by image index and seed
+    (`000123-seed123.png`) with a `samples.jsonl` sidecar (index, seed, file, prompt or label), in
+    <store folder>/samples/<cell key>/saved/, so they can be rescored elsewhere. Part of the cell key."""
+
+    format: Literal["png"] = Field(default="png", description="Image file format (png: lossless uint8).")
+    max: int | None = Field(default=None, gt=0, description="Images per cell to keep, by image index; null = all.")
+
+
 class Limits(_Strict):
     """Resource budgets checked when the suite loads, so a typo (`samples: 100000000`, `nfe: [10**11]`) is one line
     and exit 2 instead of a machine running out of memory. A suite that needs more raises them here explicitly."""
@@ -296,6 +305,9 @@ class SuiteModel(_Strict):
     metrics: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    save_samples: SaveSamples | None = Field(
+        default=None, description="Keep the images the metrics scored as files (default: off; report.grid saves "
+                                  "a few for the report either way).")
     limits: Limits = Field(default_factory=Limits)
 
     @field_validator("name")
