@@ -209,7 +209,7 @@ class GateRule(_Strict):
     the tolerance (the larger of rel_tol x |baseline| and abs_tol) with confidence: `paired`, the paired
     bootstrap interval of the difference (same seeds, same reference: bench.analysis) lies beyond it; `ci`, the
     run's and the baseline's own intervals do not overlap (IQR for latency); `none`, the value alone. Defaults
-    live in bench/gate.py."""
+    are each metric's default gate rule in bench/metrics/catalogue.py."""
 
     rel_tol: float | None = Field(default=None, ge=0, description="Allowed relative worsening, e.g. 0.1 = 10%.")
     abs_tol: float | None = Field(default=None, ge=0, description="Allowed absolute worsening, in the metric's unit.")
