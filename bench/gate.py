@@ -899,7 +899,8 @@ def front_checks(base: dict[str, Any], run: dict[str, Any], gate: FrontGate, mod
     evidence when there is some) at a latency within tol_latency or an overlapping IQR. A front point whose
     latency, or every candidate's, is unstable is skipped, not failed."""
     tq = gate.tol_quality if gate.tol_quality is not None else DEFAULT_FRONT_TOL_QUALITY
-    tt0 = gate.tol_latency if gate.tol_latency is not None else default_rules()["latency_ms_per_image"].rel_tol
+    tt0 = gate.tol_latency if gate.tol_latency is not None else \
+        (default_rules()["latency_ms_per_image"].rel_tol or 0.0)  # the catalogue's latency tolerance
     normalise = gate.normalize == "calibration"
     names = sorted({n for c in base["cells"] for n in c["metrics"]
                     if n == gate.quality or n.split(":")[0] == gate.quality})

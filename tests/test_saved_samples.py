@@ -113,3 +113,14 @@ def test_save_samples_is_in_the_cell_key_only_when_set():
     on = plan(parse_suite(SUITE.format(seed=0, save="{max: 2}").lstrip()), check_hardware=False)[0]
     assert "save_samples" not in off.spec.to_dict() and on.spec.to_dict()["save_samples"] == {"format": "png", "max": 2}
     assert off.key != on.key
+
+
+def test_ray_brings_saved_samples_back_into_their_subfolder(tmp_path):
+    """A remote Ray actor returns the cell's files by relative path; the driver places saved/ under the cell."""
+    from bench.executors.ray import write_missing
+
+    files = {"000.png": b"grid", "saved/000000-seed0.png": b"img", "saved/samples.jsonl": b"{}\n",
+             "../outside.png": b"no", "/abs.png": b"no"}
+    write_missing(tmp_path / "cell", files)
+    got = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert got == {"cell/000.png": b"grid", "cell/saved/000000-seed0.png": b"img", "cell/saved/samples.jsonl": b"{}\n"}
