@@ -7,6 +7,7 @@ killed half-way leaves images and no listing, never a listing of missing or half
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,8 +41,8 @@ def save_samples(folder: str | Path, images: Any, indices: Sequence[int], seeds:
     rows, names = [], set()
     for i in range(count):
         name = file_name(indices[i], seeds[i], fmt)
-        pixels = images[i].permute(1, 2, 0).contiguous().numpy()
-        write_atomic(folder / name, lambda f, px=pixels: Image.fromarray(px).save(f, format="PNG"))
+        picture = Image.fromarray(images[i].permute(1, 2, 0).contiguous().numpy())
+        write_atomic(folder / name, functools.partial(picture.save, format="PNG"))
         row: dict[str, Any] = {"index": int(indices[i]), "seed": int(seeds[i]), "file": name}
         if prompts:
             row["prompt"] = str(prompts[i])

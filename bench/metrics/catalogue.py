@@ -145,7 +145,7 @@ def options_model(metric: str, names: tuple[str, ...], choices: dict[str, tuple[
     for name in names:
         typ, desc = OPTION_TYPES.get(name, (Any, ""))
         if name in choices:
-            typ = Literal[choices[name]]  # type: ignore[valid-type]
+            typ = Literal[choices[name]]
         fields[name] = (typ | None, Field(default=None, description=desc))
     validators = {f"_check_{n}": field_validator(n)(_optional(fn)) for n, fn in _VALIDATORS.items() if n in names}
     # `fd:pixels` reaches the metric as options['variant'] (checked by validate_options); a suite may write it too
