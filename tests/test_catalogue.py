@@ -43,6 +43,10 @@ BAD = {
     "latency_option": ("latency: {batch_size: 4}", 8, "metrics.latency.batch_size", "unknown key"),
     "memory_option": ("memory: {batch_sizes: [1]}", 8, "metrics.memory.batch_sizes", "unknown key"),
     "clip_option": ("clip_score: {feature_space: pixels}", 8, "metrics.clip_score.feature_space", "unknown key"),
+    "cmmd_type": ("cmmd: {normalize: 1}", 8, "metrics.cmmd.normalize", "boolean"),
+    "dc_space": ("density_coverage:dinov3: {}", 8, "metrics.density_coverage:dinov3", "unknown feature space"),
+    "floor_stats": ("fd_floor: {reference_stats: a.npz}", 8, "metrics.fd_floor.reference_stats",
+                    "fd_floor cannot use a statistics file"),
     "option_on_next_line": ("fd:\n  bootstrap: 10\n  noise_flor: false", 10, "metrics.fd.noise_flor", "unknown key"),
 }
 
@@ -79,13 +83,14 @@ def test_dry_run_refuses_a_misspelt_option_with_exit_2(write_suite, capsys):
 
 def test_every_registered_metric_has_a_spec_whose_options_are_the_metrics_own():
     """One spec per built-in metric, its schema built from the same tuple the metric checks at run time."""
-    from bench.metrics import clip_score, fd, fidelity
+    from bench.metrics import clip_score, cmmd, density_coverage, fd, fidelity
     from bench.metrics.registry import _METRICS, SYSTEM_METRICS
 
     for name in [*_METRICS, *SYSTEM_METRICS]:
         assert catalogue.spec_of(name) is not None, f"{name}: add a MetricSpec to bench/metrics/catalogue.py"
     own = {"fd": fd.FD_OPTIONS, "fd_floor": fd.FLOOR_OPTIONS, "kid": fidelity.KID_OPTIONS,
-           "precision_recall": fidelity.PR_OPTIONS, "clip_score": clip_score.CLIP_OPTIONS}
+           "precision_recall": fidelity.PR_OPTIONS, "clip_score": clip_score.CLIP_OPTIONS,
+           "cmmd": cmmd.CMMD_OPTIONS, "density_coverage": density_coverage.DC_OPTIONS}
     for name, allowed in own.items():
         model = catalogue.spec_of(name).options_model()
         assert set(model.model_fields) == {*allowed, "variant"}, name
@@ -131,6 +136,7 @@ def test_roles_of_stored_names():
     expected = {
         "fd": "quality", "fd:pixels": "quality", "fd_inf": "quality", "kid:pixels": "quality",
         "precision": "quality", "recall": "quality", "clip_score:shapes-clip": "quality",
+        "cmmd": "quality", "density:pixels": "quality", "coverage": "quality",
         "fd_floor": "reference", "fd_floor:pixels": "reference",
         "latency_ms_per_image": "latency", "latency_ms_batch1": "latency", "latency_cpu_ms_batch1": "latency",
         "latency_denoising_ms_per_image": "latency", "latency_call_ms_batch1": "latency",

@@ -66,6 +66,7 @@ class MetricSpec:
     results: tuple[ResultSpec, ...] = ()
     variant: str | None = None
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # option -> allowed values
+    refused: dict[str, str] = field(default_factory=dict)  # option a user may expect -> why this metric has none
     in_suite: bool = True  # False: always measured (counted NFE), not named under `metrics:`
 
     def gate_rules(self) -> dict[str, dict[str, Any]]:
@@ -132,6 +133,11 @@ OPTION_TYPES: dict[str, tuple[Any, str]] = {
     "degree": (_Pos, "Polynomial kernel degree."),
     "coef0": (float, "Polynomial kernel offset."),
     "neighborhood": (_Pos, "k of the k-NN manifolds."),
+    "nearest_k": (_Pos, "k of the k-NN balls around reference images."),
+    "normalize": (bool, "L2-normalise the embeddings first."),
+    # checked (exists, loads) by bench.metrics.statsfile when the suite loads, right after this schema
+    "reference_stats": (Any, "Reference statistics file (.npz: ADM, clean-fid, pytorch-fid or bench layout)."),
+    "reference_stats_sha256": (Any, "sha256 the reference statistics file must have (pinned at load)."),
 }
 _VALIDATORS = {"feature_space": _feature_space, "bootstrap": _bootstrap, "fd_inf": _fd_inf}
 
@@ -182,12 +188,24 @@ _SPECS: dict[str, MetricSpec] = {s.name: s for s in (
     MetricSpec("fd_floor", "quality", "FD noise floor", "FD", False,
                "Only the FD noise floor (fd already returns it).",
                "bench.metrics.fd:FLOOR_OPTIONS", (_FD_FLOOR,), variant=_SPACE,
-               choices={"backend": ("bench", "torch-fidelity", "clean-fid")}),
+               choices={"backend": ("bench", "torch-fidelity", "clean-fid")},
+               refused={"reference_stats": "fd_floor cannot use a statistics file: the noise floor needs reference "
+                                           "images, and a file has only mu and sigma (fd against a file skips its "
+                                           "floor and says so)"}),
     MetricSpec("kid", "quality", "KID", "MMD²", False,
                "Kernel Inception Distance (torch-fidelity's estimator) in a feature space.",
                "bench.metrics.fidelity:KID_OPTIONS",
                (ResultSpec("kid", "quality", False, "MMD²", "KID", feature_space=True),), variant=_SPACE,
                choices={"backend": ("auto", "bench", "torch-fidelity")}),
+    MetricSpec("cmmd", "quality", "CMMD", "MMD² x1000", False,
+               "CMMD (Jayasumana et al. 2024): biased MMD² with an RBF kernel (sigma 10) x1000, no Gaussian assumption.",
+               "bench.metrics.cmmd:CMMD_OPTIONS",
+               (ResultSpec("cmmd", "quality", False, "MMD² x1000", "CMMD"),), variant=_SPACE),
+    MetricSpec("density_coverage", "quality", "density / coverage", "ratio", True,
+               "Density and coverage (Naeem et al. 2020): k-NN balls around the reference images.",
+               "bench.metrics.density_coverage:DC_OPTIONS",
+               (ResultSpec("density", "quality", True, "ratio", "density"),
+                ResultSpec("coverage", "quality", True, "fraction", "coverage")), variant=_SPACE),
     MetricSpec("precision_recall", "quality", "precision / recall", "fraction", True,
                "Improved precision and recall (k-NN manifolds) in a feature space.",
                "bench.metrics.fidelity:PR_OPTIONS", (_PRECISION, _RECALL), variant=_SPACE),
@@ -269,6 +287,11 @@ def validate_options(name: str, options: dict[str, Any] | None) -> None:
         except ValueError as e:
             raise ValidationError.from_exception_data(
                 "metrics", [{"type": "value_error", "loc": (name,), "input": name, "ctx": {"error": e}}]) from None
+    for option, why in (spec.refused if spec is not None else {}).items():
+        if option in (options or {}):
+            raise ValidationError.from_exception_data(
+                "metrics", [{"type": "value_error", "loc": (name, option), "input": options,
+                             "ctx": {"error": ValueError(why)}}]) from None
     if model is not None:
         TypeAdapter(dict[str, model]).validate_python({name: dict(options or {})})  # type: ignore[valid-type]
 
