@@ -206,14 +206,50 @@ def _cmd_list(args: argparse.Namespace) -> int:
     elif args.what == "datasets":
         from bench.datasets import dataset_names
 
+        print("Registered datasets (entry-point group bench.datasets included).")
         for n in dataset_names():
             print(f"  {n}")
     else:
-        from bench.metrics.registry import SYSTEM_METRICS, metric_names
-
-        for n in [*metric_names(), *SYSTEM_METRICS]:
-            print(f"  {n}")
+        _list_metrics()
     return 0
+
+
+def _list_metrics() -> None:
+    """The metric catalogue: kind, unit, direction and options of every metric a suite may name."""
+    from bench.metrics.catalogue import spec_of, specs
+    from bench.metrics.features import feature_space_names
+    from bench.metrics.registry import SYSTEM_METRICS, metric_names
+
+    print("Metrics (bench/metrics/catalogue.py; entry-point group bench.metrics; or 'module.path:function'). "
+          "`name:variant` asks for one metric again, e.g. fd:pixels.")
+    catalogued = {s.name: s for s in specs()}
+    for name in sorted({*metric_names(), *SYSTEM_METRICS, *catalogued}):
+        try:
+            spec = catalogued.get(name) or spec_of(name)
+        except Exception as exc:  # a broken third-party plugin must not hide the others
+            print(f"  {name:<18} (cannot import: {str(exc).splitlines()[0]})")
+            continue
+        if spec is None:
+            print(f"  {name:<18} quality  (declares no spec: kind, unit and direction unknown; options pass "
+                  "through unchecked)")
+            continue
+        way = {True: "higher is better", False: "lower is better", None: "no direction"}[spec.higher_is_better]
+        always = "" if spec.in_suite else "  [always measured]"
+        print(f"  {name:<18} {spec.kind:<8} {spec.unit:<18} {way:<17} {spec.description}{always}")
+        model = spec.options_model() if spec.in_suite else None
+        if model is None and spec.in_suite:
+            print("      options: unchecked")
+        elif model is not None:
+            opts = [n for n in model.model_fields if n != "variant"]
+            print(f"      options: {', '.join(opts) or 'none'}")
+        stored = ", ".join(r.name + (f" [gate: {_rule_text(r.gate)}]" if r.gate else "") for r in spec.results)
+        if stored:
+            print(f"      stores: {stored}")
+    print(f"Feature spaces (entry-point group bench.feature_spaces): {', '.join(feature_space_names())}")
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in rule.items())
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:

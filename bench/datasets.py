@@ -70,13 +70,25 @@ def register_dataset(name: str, target: str) -> None:
     _DATASETS[name] = target
 
 
+ENTRY_POINT_GROUP = "bench.datasets"  # `name = "module:Class"`, read on first miss in every process
+
+
+def _entry_point_datasets() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _DATASETS}
+
+
 def dataset_names() -> list[str]:
-    return sorted(_DATASETS)
+    """Every registered dataset, entry points included."""
+    return sorted({*_DATASETS, *_entry_point_datasets()})
 
 
 def build_dataset(name: str, options: dict[str, Any]) -> Dataset:
     from bench.importing import import_target
 
+    if name not in _DATASETS:
+        _DATASETS.update({n: t for n, t in _entry_point_datasets().items() if n == name})
     if name not in _DATASETS:
         raise BenchError(f"unknown dataset {name!r} (known: {', '.join(dataset_names())})")
     try:

@@ -50,27 +50,26 @@ EVIDENCE_SUFFIX = ".evidence.npz"
 CALIBRATION_METRIC = "calibration_ms"
 MIN_DRIFT_CELLS = 3
 NOISY_DRIFT = 1.2  # above this, `baseline save` warns and `gate` says the latency limits were widened
-QUALITY_SPACE_METRICS = ("fd", "fd_floor", "fd_inf", "kid", "precision", "recall")
-
-# Defaults, in one place (docs/ci.md has the false-alarm experiment behind them). Latency limits are
-# (1 + DEFAULT_LATENCY_REL_TOL) x calibration drift: x1.3 to x1.43 on a steady machine (drift 1 to 1.1), so a
-# 1.5x slower sampler fails there, while on a busy machine the limit widens with the measured drift.
-DEFAULT_QUALITY_REL_TOL = 0.01  # paired: a run worse than its baseline by > 1 % with 95 % confidence fails
+# Defaults beyond the per-metric rules (those, with their tolerances, are the metric catalogue's:
+# bench/metrics/catalogue.py; docs/ci.md has the false-alarm experiment behind them).
 UNPAIRED_QUALITY_REL_TOL = 0.10  # what an `fd` rule uses when it falls back to unpaired intervals (no evidence)
-DEFAULT_LATENCY_REL_TOL = 0.30
 DEFAULT_FRONT_TOL_QUALITY = 0.01
 
 
 def default_rules() -> dict[str, GateRule]:
-    """The built-in per-metric rules (a suite's `gates.metrics` overrides them; `gates.defaults: false` drops them)."""
+    """The built-in per-metric rules, each metric's default gate rule in the catalogue (fd, latency_ms_per_image,
+    nfe_counted); a suite's `gates.metrics` overrides them and `gates.defaults: false` drops them."""
+    from bench.metrics.catalogue import default_gate_rules
     from bench.suite import GateRule
 
-    return {
-        "fd": GateRule(rel_tol=DEFAULT_QUALITY_REL_TOL, significance="paired"),
-        "latency_ms_per_image": GateRule(rel_tol=DEFAULT_LATENCY_REL_TOL, significance="ci"),
-        # counted NFE is exact: any increase is more work per image
-        "nfe_counted": GateRule(abs_tol=0.0, significance="none", normalize="none"),
-    }
+    return {name: GateRule(**fields) for name, fields in default_gate_rules().items()}
+
+
+def _is_latency(name: str) -> bool:
+    """A latency number (compared hardware-normalised, by IQR): the catalogue's role for `name`."""
+    from bench.metrics.catalogue import is_latency
+
+    return is_latency(name)
 
 
 # ----------------------------------------------------------------------------------------------- snapshots
@@ -491,10 +490,13 @@ def _describe_spaces(spaces: list[dict[str, Any]]) -> str:
 
 def _sample_counts(snap: dict[str, Any]) -> set[int]:
     """Images per cell: the suite's `samples` and the n of every feature-space quality metric."""
+    from bench.metrics.catalogue import feature_space_results
+
+    spaced = feature_space_results()
     counts = {int(snap["samples"])} if isinstance(snap.get("samples"), int) else set()
     for c in snap["cells"]:
         for name, m in c["metrics"].items():
-            if name.split(":")[0] in QUALITY_SPACE_METRICS and m.get("n") is not None:
+            if name.split(":")[0] in spaced and m.get("n") is not None:
                 counts.add(int(m["n"]))
     return counts
 
@@ -572,7 +574,7 @@ def rule_for(name: str, rules: dict[str, GateRule]) -> GateRule | None:
 
 
 def _normalises(name: str, rule: GateRule) -> bool:
-    return rule.normalize == "calibration" or (rule.normalize == "auto" and name.startswith("latency"))
+    return rule.normalize == "calibration" or (rule.normalize == "auto" and _is_latency(name))
 
 
 def _calibration(cell: dict[str, Any], summary: dict[str, Any], mode: str) -> float | None:
@@ -748,7 +750,7 @@ def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = Non
                     res.checks.append(Check("FAIL", label, name, _finite(bm.get("value")), None,
                                             note="metric missing from the run"))
                     continue
-            if name.startswith("latency") and (why := _unstable_note(name, bm, rm)):
+            if _is_latency(name) and (why := _unstable_note(name, bm, rm)):
                 normalise = _normalises(name, rule) and bool(bc and rc)
                 scales_ = (bc, rc, slack) if normalise else (1.0, 1.0, 1.0)
                 beyond = _slower_beyond_doubt(bm, rm, rule, *scales_)  # type: ignore[arg-type]
@@ -897,7 +899,8 @@ def front_checks(base: dict[str, Any], run: dict[str, Any], gate: FrontGate, mod
     evidence when there is some) at a latency within tol_latency or an overlapping IQR. A front point whose
     latency, or every candidate's, is unstable is skipped, not failed."""
     tq = gate.tol_quality if gate.tol_quality is not None else DEFAULT_FRONT_TOL_QUALITY
-    tt0 = gate.tol_latency if gate.tol_latency is not None else DEFAULT_LATENCY_REL_TOL
+    tt0 = gate.tol_latency if gate.tol_latency is not None else \
+        (default_rules()["latency_ms_per_image"].rel_tol or 0.0)  # the catalogue's latency tolerance
     normalise = gate.normalize == "calibration"
     names = sorted({n for c in base["cells"] for n in c["metrics"]
                     if n == gate.quality or n.split(":")[0] == gate.quality})

@@ -91,6 +91,7 @@ def plan(suite: Suite, check_hardware: bool = True) -> list[Cell]:
     metrics = {k: dict(v or {}) for k, v in m.metrics.items()}
     dataset = {"name": m.dataset.name, **m.dataset.options()}
     dataset_key = _dataset_key(m.dataset.name, m.dataset.options())
+    saved = m.save_samples.model_dump() if m.save_samples is not None else None
     cells: list[Cell] = []
     availability: dict[str, str | None] = {}
     for spec in m.samplers:
@@ -117,7 +118,7 @@ def plan(suite: Suite, check_hardware: bool = True) -> list[Cell]:
                                 suite=m.name, sampler=sampler_id, adapter=spec.adapter, family=info.family,
                                 version=info.version, options=options, axes=axes, dataset=dataset,
                                 samples=m.samples_at(res), base_seed=m.base_seed, metrics=metrics,
-                                grid=m.report.grid, variant=variant, dataset_key=dataset_key)
+                                grid=m.report.grid, variant=variant, dataset_key=dataset_key, save_samples=saved)
                             cells.append(Cell(cell_spec, "skipped" if reason else "planned", reason))
     _check_unique(suite, cells)
     return cells

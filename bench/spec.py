@@ -108,7 +108,7 @@ def _short(v: Any) -> str:
 class CellSpec:
     """One cell, fully resolved. JSON-serialisable (`to_dict`/`from_dict`); its `key` is the hash of what
     determines the numbers: suite, dataset, seeds, sample count, sampler (adapter, options, version), axes,
-    metric options, saved-grid size. Not the package version: a release keeps stored cells reusable, a
+    metric options, saved-grid size, saved samples (when set). Not the package version: a release keeps stored cells reusable, a
     sampler's `version` change does not."""
 
     suite: str
@@ -125,6 +125,7 @@ class CellSpec:
     grid: int = 0
     variant: dict[str, Any] = field(default_factory=dict, hash=False)  # swept options behind `sampler`'s [..]
     dataset_key: str = ""  # the dataset's own identity with its data version (Dataset.key())
+    save_samples: dict[str, Any] | None = field(default=None, hash=False)  # {format, max}; None: images not kept
 
     @property
     def nfe(self) -> int:
@@ -161,7 +162,8 @@ class CellSpec:
         return {"format": SPEC_FORMAT, "suite": self.suite, "sampler": self.sampler, "adapter": self.adapter,
                 "family": self.family, "version": self.version, "options": self.options, "variant": self.variant,
                 "axes": self.axes, "dataset": self.dataset, "dataset_key": self.dataset_key, "samples": self.samples, "base_seed": self.base_seed,
-                "metrics": self.metrics, "grid": self.grid}
+                "metrics": self.metrics, "grid": self.grid,
+                **({"save_samples": self.save_samples} if self.save_samples else {})}  # absent: old keys stay
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CellSpec:
@@ -170,7 +172,7 @@ class CellSpec:
                    dataset=dict(d.get("dataset") or {}), samples=int(d.get("samples", 0)),
                    base_seed=int(d.get("base_seed", 0)), metrics=dict(d.get("metrics") or {}),
                    grid=int(d.get("grid", 0)), variant=dict(d.get("variant") or {}),
-                   dataset_key=str(d.get("dataset_key", "")))
+                   dataset_key=str(d.get("dataset_key", "")), save_samples=d.get("save_samples") or None)
 
     @functools.cached_property
     def key(self) -> str:

@@ -209,7 +209,7 @@ class GateRule(_Strict):
     the tolerance (the larger of rel_tol x |baseline| and abs_tol) with confidence: `paired`, the paired
     bootstrap interval of the difference (same seeds, same reference: bench.analysis) lies beyond it; `ci`, the
     run's and the baseline's own intervals do not overlap (IQR for latency); `none`, the value alone. Defaults
-    live in bench/gate.py."""
+    are each metric's default gate rule in bench/metrics/catalogue.py."""
 
     rel_tol: float | None = Field(default=None, ge=0, description="Allowed relative worsening, e.g. 0.1 = 10%.")
     abs_tol: float | None = Field(default=None, ge=0, description="Allowed absolute worsening, in the metric's unit.")
@@ -260,6 +260,15 @@ class ReportSpec(_Strict):
     grid: int = Field(default=8, ge=0, le=64, description="Images per cell saved for image grids.")
 
 
+class SaveSamples(_Strict):
+    """Keep every cell's images (or the first `max`) as lossless files named by image index and seed
+    (`000123-seed123.png`) with a `samples.jsonl` sidecar (index, seed, file, prompt or label), in
+    <store folder>/samples/<cell key>/saved/, so they can be rescored elsewhere. Part of the cell key."""
+
+    format: Literal["png"] = Field(default="png", description="Image file format (png: lossless uint8).")
+    max: int | None = Field(default=None, gt=0, description="Images per cell to keep, by image index; null = all.")
+
+
 class Limits(_Strict):
     """Resource budgets checked when the suite loads, so a typo (`samples: 100000000`, `nfe: [10**11]`) is one line
     and exit 2 instead of a machine running out of memory. A suite that needs more raises them here explicitly."""
@@ -296,6 +305,9 @@ class SuiteModel(_Strict):
     metrics: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    save_samples: SaveSamples | None = Field(
+        default=None, description="Keep the images the metrics scored as files (default: off; report.grid saves "
+                                  "a few for the report either way).")
     limits: Limits = Field(default_factory=Limits)
 
     @field_validator("name")
@@ -343,12 +355,10 @@ class SuiteModel(_Strict):
             elif name not in known:
                 raise ValueError(f"unknown metric {name!r} (known: {', '.join(sorted(known))}; "
                                  "or 'module.path:function')")
-        if v.get("latency") is not None:  # errors name metrics.latency.<option>
-            from pydantic import TypeAdapter
+        from bench.metrics.catalogue import validate_options
 
-            from bench.metrics.latency import LatencyOptions
-
-            TypeAdapter(dict[str, LatencyOptions]).validate_python({"latency": v["latency"]})
+        for name, options in v.items():  # against the catalogue: errors name metrics.<metric>.<option>
+            validate_options(name, options)
         return v
 
 
@@ -523,8 +533,12 @@ def json_schema() -> dict[str, Any]:
     schema = SuiteModel.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "flowmap-bench suite"
-    from bench.metrics.latency import LatencyOptions
+    from bench.metrics.catalogue import specs
 
-    schema["properties"]["metrics"]["properties"] = {"latency": {"anyOf": [LatencyOptions.model_json_schema(),
-                                                                         {"type": "null"}]}}
+    props = {}
+    for spec in specs():  # every catalogued metric's options (bench/metrics/catalogue.py)
+        model = spec.options_model() if spec.in_suite else None
+        if model is not None:
+            props[spec.name] = {"anyOf": [model.model_json_schema(), {"type": "null"}], "description": spec.description}
+    schema["properties"]["metrics"]["properties"] = props
     return schema

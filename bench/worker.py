@@ -206,6 +206,14 @@ class Worker:
         if grid:
             _save_grid(samples[:grid], Path(task.samples_dir))
             result.samples_dir = task.samples_dir
+        if c.spec.save_samples:  # exactly the tensor the metrics below score
+            from bench.samples import FOLDER, save_samples
+
+            opts = c.spec.save_samples
+            result.info["saved_samples"] = save_samples(
+                Path(task.samples_dir) / FOLDER, samples, indices, seeds, cond.prompts, cond.labels,
+                str(opts.get("format", "png")), opts.get("max"))
+            result.samples_dir = task.samples_dir
         phases["save"] = time.perf_counter() - t0
 
         if "latency" in task.metrics:

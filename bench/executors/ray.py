@@ -142,7 +142,7 @@ class Outcome:
     """What an actor returns for one cell: the result plus files the driver must place (remote actors)."""
 
     result: CellResult
-    grid: dict[str, bytes] = field(default_factory=dict)  # sample grid PNGs, when written in a scratch folder
+    grid: dict[str, bytes] = field(default_factory=dict)  # sample files (grid, saved/), when written in a scratch folder
     references: dict[str, bytes] = field(default_factory=dict)  # reference_stats files this cell created
 
 
@@ -157,10 +157,14 @@ def write_missing(folder: Path, files: dict[str, bytes]) -> None:
     """Write files that are not there yet, atomically (temporary file + rename), as the metrics cache does."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        path = folder / Path(name).name
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:  # names are relative paths inside `folder`, never outside it
+            continue
+        path = folder / rel
         if path.exists():
             continue
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -216,7 +220,9 @@ class BenchWorker:
         out = Outcome(result)
         out.references = {n: (refs_dir / n).read_bytes() for n, s in after.items() if before.get(n) != s}
         if self.scratch is not None and result.samples_dir:
-            out.grid = {p.name: p.read_bytes() for p in sorted(Path(result.samples_dir).glob("*")) if p.is_file()}
+            folder = Path(result.samples_dir)  # the grid, and saved samples in saved/ (sidecar sorts last)
+            out.grid = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+                        if p.is_file()}
             shutil.rmtree(result.samples_dir, ignore_errors=True)
         return out
 

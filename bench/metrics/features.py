@@ -669,8 +669,19 @@ def register_feature_space(name: str, target: str | SpaceFactory) -> None:
     _SPACES[name] = target
 
 
+SPACES_ENTRY_POINT_GROUP = "bench.feature_spaces"  # `name = "module:factory"`, read on first miss in every process
+
+
+def _entry_point_spaces() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=SPACES_ENTRY_POINT_GROUP)
+            if ep.name not in _SPACES and ":" not in ep.name}
+
+
 def feature_space_names() -> list[str]:
-    return sorted(_SPACES)
+    """Every registered feature space, entry points included."""
+    return sorted({*_SPACES, *_entry_point_spaces()})
 
 
 def build_feature_space(spec: str, options: dict[str, Any] | None = None, device: Any = None,
@@ -679,6 +690,8 @@ def build_feature_space(spec: str, options: dict[str, Any] | None = None, device
     if not isinstance(spec, str) or not spec:
         raise BenchError(f"feature_space must be a name such as pixels or inception-v3, got {spec!r}")
     base, _, arg = spec.partition(":")
+    if base not in _SPACES:
+        _SPACES.update({n: t for n, t in _entry_point_spaces().items() if n == base})
     if base not in _SPACES:
         raise BenchError(f"unknown feature space {spec!r} (known: {', '.join(feature_space_names())})")
     target = _SPACES[base]

@@ -1,7 +1,10 @@
 """Quality-metric registry: a metric reads a cell's samples once generated and returns MetricResults.
 
 A metric is a function `fn(ctx: QualityContext, options: dict) -> list[MetricResult]`, registered by name
-(lazily as 'module:function'), so third parties add metrics without editing the harness.
+(lazily as 'module:function'), so third parties add metrics without editing the harness. Installed packages
+declare theirs in the entry-point group `bench.metrics`, read on first miss in every process: a metric
+registered with `register_metric` in the driver does not reach workers started with spawn, an entry point does.
+A metric's catalogue spec (options schema, kind, unit) is bench.metrics.catalogue's, or the function's `spec`.
 """
 
 from __future__ import annotations
@@ -88,8 +91,19 @@ def register_metric(name: str, target: str | MetricFn) -> None:
         _LOADED.pop(name, None)
 
 
+ENTRY_POINT_GROUP = "bench.metrics"  # `[project.entry-points."bench.metrics"] name = "module:function"`
+
+
+def _entry_point_metrics() -> dict[str, str]:
+    """Metrics installed packages declare (name -> 'module:function'); the harness's own names win."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _METRICS}
+
+
 def metric_names() -> list[str]:
-    return sorted(_METRICS)
+    """Every registered quality metric, entry points included."""
+    return sorted({*_METRICS, *_entry_point_metrics()})
 
 
 def get_metric(name: str) -> MetricFn:
@@ -102,6 +116,8 @@ def get_metric(name: str) -> MetricFn:
     if name in _LOADED:
         return _LOADED[name]
     base, sep, variant = name.partition(":")
+    if base not in _METRICS:
+        _METRICS.update({n: t for n, t in _entry_point_metrics().items() if n == base})
     if sep and variant and name not in _METRICS and base in _METRICS:
         fn = get_metric(base)
 

@@ -20,6 +20,7 @@ import pandas as pd
 from bench.analysis import Timing, timing_of
 from bench.errors import BenchError
 from bench.evidence import Evidence
+from bench.metrics.catalogue import result_label, result_role
 from bench.results import extra_axes
 from bench.spec import axes_label
 from bench.store import Store
@@ -29,14 +30,6 @@ CELL_COLUMNS = ["sampler", "family", "nfe", "nfe_counted", "resolution", "hardwa
 LATENCY_PREFERENCE = ("latency_ms_per_image", "latency_ms_batch1")
 # Quality metrics drawn against latency / NFE, in this order of preference (by name before any ':').
 PLOTTED_QUALITY = ("fd", "clip_score")
-KNOWN_LABELS = {
-    "fd": "FD", "fd_inf": "FD∞", "fd_floor": "FD noise floor", "kid": "KID", "cmmd": "CMMD", "precision": "precision",
-    "recall": "recall", "clip_score": "CLIP score", "latency_ms_per_image": "latency (ms/image)",
-    "latency_ms_batch1": "latency, batch 1 (ms)", "peak_memory_mb": "peak memory (MB)",
-    "calibration_ms": "calibration (ms)",
-}
-
-
 @dataclass(frozen=True)
 class MetricInfo:
     """A metric of the run: name, direction and what kind of number it is (decides where it is shown)."""
@@ -57,7 +50,7 @@ class MetricInfo:
 
     @property
     def label(self) -> str:
-        text = KNOWN_LABELS.get(self.base, self.base.replace("_", " "))
+        text = result_label(self.base) or self.base.replace("_", " ")
         if self.scope == "denoiser":
             text = "denoiser " + text
         if self.batch and self.kind == "latency" and "batch" not in text:  # ms/image depends on the batch: say which
@@ -77,7 +70,7 @@ class MetricInfo:
     @property
     def short(self) -> str:
         """Short lower-case name for sentences ("lower FD", "higher CLIP score")."""
-        return KNOWN_LABELS.get(self.base, self.base.replace("_", " ")).split(" (")[0]
+        return (result_label(self.base) or self.base.replace("_", " ")).split(" (")[0]
 
     @property
     def direction_word(self) -> str:
@@ -85,18 +78,10 @@ class MetricInfo:
 
 
 def metric_kind(name: str, higher_is_better: bool | None) -> str:
-    base = name.split(":", 1)[0]
-    if base.startswith("latency"):
-        return "latency"
-    if base in ("peak_memory_mb",) or base.startswith("memory"):
-        return "memory"
-    if base.startswith("calibration"):
-        return "calibration"
-    if base.endswith("_floor"):
-        return "reference"
-    if higher_is_better is None:
-        return "other"
-    return "quality"
+    """The stored number's role in the metric catalogue (quality, reference, latency, memory, calibration); a name
+    the catalogue does not know is quality when it has a direction, else other."""
+    kind = result_role(name, higher_is_better)
+    return "other" if kind == "count" else kind
 
 
 KIND_ORDER = {"quality": 0, "reference": 1, "latency": 2, "memory": 3, "other": 4, "calibration": 5}

@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.files import write_atomic
+from bench.metrics.catalogue import is_latency
 from bench.report import plots
 from bench.report.data import (
     LATENCY_PREFERENCE,
@@ -222,7 +223,7 @@ def _series(data: RunData, cells: list[Any], xmetric: str | None, ymetric: str, 
         _add_point(s, xv, yv, f"{_nfe_x(c):g}", cell_tip(data, c, tip_prefix))
         if mark_unstable:
             s.unstable.append(any(m is not None and data.unstable_reason(c.cell_key, m) is not None
-                                  for m in (xmetric, ymetric) if m is not None and m.startswith("latency")))
+                                  for m in (xmetric, ymetric) if m is not None and is_latency(m)))
     return list(out.values())
 
 

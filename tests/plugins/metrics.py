@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from bench.metrics.catalogue import MetricSpec, ResultSpec
 from bench.metrics.registry import MetricResult, QualityContext
 
 
@@ -17,3 +20,21 @@ def sample_stats(ctx: QualityContext, options: dict[str, Any]) -> list[MetricRes
         MetricResult("pixel_mean", float(x.mean()), True, n=len(x), provenance={"sha256": digest}),
         MetricResult("pixel_mse_to_ref", mse, False, n=len(x)),
     ]
+
+
+class SpecStatsOptions(BaseModel):
+    """Options of spec_stats: checked when a suite loads, because the function declares its spec."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    offset: float = 0.0
+
+
+def spec_stats(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResult]:
+    """Mean pixel value plus `offset`: a plugin metric that declares its catalogue spec."""
+    value = float(ctx.images.float().mean()) + float(options.get("offset", 0.0))
+    return [MetricResult("spec_pixel_mean", value, True, n=len(ctx.images))]
+
+
+spec_stats.spec = MetricSpec(  # type: ignore[attr-defined]
+    "spec_stats", "quality", "pixel mean", "px", True, "Mean pixel value plus an offset (a test plugin).",
+    SpecStatsOptions, (ResultSpec("spec_pixel_mean", "quality", True, "px", "pixel mean"),))
