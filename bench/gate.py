@@ -752,11 +752,10 @@ def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = Non
                     continue
             if _is_latency(name) and (why := _unstable_note(name, bm, rm)):
                 normalise = _normalises(name, rule) and bool(bc and rc)
-                scales_ = (bc, rc, slack) if normalise else (1.0, 1.0, 1.0)
-                beyond = _slower_beyond_doubt(bm, rm, rule, *scales_)  # type: ignore[arg-type]
+                b_s, r_s, u_slack = (bc or 1.0, rc or 1.0, slack) if normalise else (1.0, 1.0, 1.0)
+                beyond = _slower_beyond_doubt(bm, rm, rule, b_s, r_s, u_slack)
                 shown = f"{name}/cal" if normalise else name
                 bv, rv = _finite(bm.get("value")), _finite(rm.get("value"))
-                b_s, r_s = scales_[0], scales_[1]
                 if beyond:
                     res.checks.append(Check("FAIL", label, shown, None if bv is None else bv / b_s,
                                             None if rv is None else rv / r_s,
