@@ -37,6 +37,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"run {summary.run_id}: {n_planned} cells planned: {summary.computed} computed, {summary.reused} reused "
           f"from earlier runs, {len(summary.failed)} failed; {summary.skipped} skipped "
           f"({summary.wall_seconds:.1f} s{overhead})")
+    if summary.shards_computed or summary.shards_reused:
+        print(f"shards: {summary.shards_computed} computed, {summary.shards_reused} reused from an interrupted run")
     print(f"results: {args.store}  (bench export --store {args.store} --run {summary.run_id})")
     from bench.report.command import report_after_run
 
@@ -66,6 +68,8 @@ def _dry_run(suite_path: str, overrides: list[str], store_path: str, force: bool
     rows = [("sampler", "family", "nfe", "res", "hardware", *extra, "status")]
     for c in cells:
         status = f"skipped: {c.reason}" if c.status != "planned" else "done (reused)" if c.key in done else "planned"
+        if c.status == "planned" and c.key not in done and (c.shards or c.shard_note):
+            status += f", {len(c.shards)} shards" if c.shards else f" ({c.shard_note})"
         rows.append((c.sampler_id, c.family, str(c.nfe), str(c.resolution), c.hardware,
                      *(_axis_text(c.axes.get(k)) for k in extra), status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

@@ -22,6 +22,10 @@ class Cell:
     spec: CellSpec
     status: str = "planned"  # planned | skipped
     reason: str | None = None
+    # Image ranges of a sharded cell (bench.shards; not part of the key: the numbers are the same), and why a
+    # cell the suite asked to shard stays whole
+    shards: tuple[tuple[int, int], ...] = ()
+    shard_note: str | None = None
 
     @property
     def key(self) -> str:
@@ -121,7 +125,28 @@ def plan(suite: Suite, check_hardware: bool = True) -> list[Cell]:
                                 grid=m.report.grid, variant=variant, dataset_key=dataset_key, save_samples=saved)
                             cells.append(Cell(cell_spec, "skipped" if reason else "planned", reason))
     _check_unique(suite, cells)
-    return cells
+    return [_sharded(c, m.shard_size, m.batch_size) for c in cells] if m.shard_size else cells
+
+
+def _sharded(cell: Cell, shard_size: int, batch_size: int) -> Cell:
+    """The cell with its image ranges when the suite shards it; a cell stays whole, with the reason, when a metric
+    needs the images themselves (its features cannot be merged) or saved samples are asked for."""
+    from dataclasses import replace
+
+    from bench.metrics.streaming import feature_requests
+    from bench.shards import shard_ranges
+
+    if cell.status != "planned":
+        return cell
+    ranges = shard_ranges(cell.spec.samples, batch_size, shard_size)
+    if len(ranges) < 2:
+        return cell
+    requests, why = feature_requests(cell.spec.metrics)
+    if requests is None:
+        return replace(cell, shard_note=f"not sharded: {why}")
+    if cell.spec.save_samples:
+        return replace(cell, shard_note="not sharded: save_samples keeps the whole cell's images")
+    return replace(cell, shards=tuple(ranges))
 
 
 def _dataset_key(name: str, options: dict[str, Any]) -> str:

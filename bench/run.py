@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.plan import Cell, plan
+from bench.shards import ShardFiles
 from bench.store import DEFAULT_STORE, CellResult, Store
 from bench.suite import Suite, load_suite
 from bench.worker import CellTask
@@ -30,6 +31,8 @@ class RunSummary:
     wall_seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     startup_seconds: float = 0.0  # waiting for the first worker process to start (spawn + importing torch)
+    shards_computed: int = 0  # shards of sharded cells sampled in this run
+    shards_reused: int = 0  # shards an interrupted run had finished (their files), not recomputed
 
     @property
     def ok(self) -> bool:
@@ -115,9 +118,20 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
         summary = RunSummary(run_id, cells, reused=len(done), skipped=sum(c.status == "skipped" for c in cells))
         tasks = make_tasks(suite, todo, store, allow_download)
         bar = _progress_bar(len(tasks), progress)
+        first_round, sharded = _expand_shards(tasks, store, force, summary)
 
         def on_result(task: CellTask, result: CellResult) -> None:
+            if task.shard is not None:
+                _on_shard(task, result, store, sharded, summary)
+                if task.cell.key in sharded.failed:
+                    commit(task, sharded.failed.pop(task.cell.key))
+                return
+            commit(task, result)
+
+        def commit(task: CellTask, result: CellResult) -> None:
             store.commit_cell(run_id, task.cell, result)
+            if task.cell.shards and result.status == "done":
+                ShardFiles(store.root, task.cell.key).clear()
             for k, v in result.phases.items():
                 summary.phase_seconds[k] = summary.phase_seconds.get(k, 0.0) + v
             if result.status == "done":
@@ -138,7 +152,10 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
 
         status = "interrupted"
         try:
-            ex.run(tasks, on_result, on_progress)
+            ex.run(first_round, on_result, on_progress)
+            merged = [_merged_task(t, store) for t in sharded.cells.values() if t.cell.key not in sharded.gone]
+            if merged:
+                ex.run(merged, on_result, on_progress)
             status = "failed" if summary.failed else "done"
         finally:
             bar.close()
@@ -146,6 +163,63 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
         summary.wall_seconds = time.perf_counter() - t_start
         summary.startup_seconds = float(getattr(ex, "startup_wait", 0.0))
     return summary
+
+
+@dataclass
+class _Sharded:
+    """The sharded cells of a run: their tasks by cell key, shard failures not yet committed, cells given up."""
+
+    cells: dict[str, CellTask] = field(default_factory=dict)
+    failed: dict[str, CellResult] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)
+
+
+def _expand_shards(tasks: list[CellTask], store: Store, force: bool,
+                   summary: RunSummary) -> tuple[list[CellTask], _Sharded]:
+    """The first round of tasks: whole cells as they are, sharded cells as their missing shards (finished shard
+    files of an interrupted run are kept and not recomputed; --force recomputes them)."""
+    from dataclasses import replace
+
+    out: list[CellTask] = []
+    sharded = _Sharded()
+    for t in tasks:
+        if not t.cell.shards:
+            out.append(t)
+            continue
+        files = ShardFiles(store.root, t.cell.key)
+        if force:
+            files.clear()
+        done = set(files.done(t.cell.shards))
+        summary.shards_reused += len(done)
+        sharded.cells[t.cell.key] = t
+        out += [replace(t, shard=r) for r in t.cell.shards if r not in done]
+    return out, sharded
+
+
+def _on_shard(task: CellTask, result: CellResult, store: Store, sharded: _Sharded, summary: RunSummary) -> None:
+    """A finished shard is written to its file (the unit of resume); a failed one fails its cell, once."""
+    key = task.cell.key
+    if result.status == "done" and result.shard is not None and task.shard is not None:
+        ShardFiles(store.root, key).write(task.shard, {**result.shard, "phases": result.phases,
+                                                       "wall_s": (result.finished or 0) - (result.started or 0)})
+        summary.shards_computed += 1
+        for k, v in result.phases.items():
+            summary.phase_seconds[k] = summary.phase_seconds.get(k, 0.0) + v
+        return
+    if key in sharded.gone:
+        return
+    sharded.gone.add(key)
+    lo, hi = task.shard or (0, 0)
+    why = f"shard of images {lo}-{hi - 1} {result.status}: {result.error or 'no result'}"
+    sharded.failed[key] = CellResult(key=key, status="failed", error=why, started=result.started,
+                                     finished=result.finished, phases=result.phases)
+
+
+def _merged_task(task: CellTask, store: Store) -> CellTask:
+    """The cell's task over its finished shards: it scores their concatenated features and times the sampler."""
+    from dataclasses import replace
+
+    return replace(task, merged=ShardFiles(store.root, task.cell.key).merged(task.cell.shards))
 
 
 def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict[str, Any],

@@ -79,6 +79,7 @@ class CellResult:
     started: float = 0.0
     finished: float = 0.0
     evidence: dict[str, Evidence] = field(default_factory=dict)  # metric -> per-image rows (sidecar file)
+    shard: dict[str, Any] | None = None  # a shard's features and measurements (bench.shards), never stored here
 
 
 class Store:

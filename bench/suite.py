@@ -299,6 +299,10 @@ class SuiteModel(_Strict):
         "when larger images cost too much; quality numbers are comparable only between cells with the same count.")
     base_seed: int = Field(default=0, ge=0, description="Image i uses seed base_seed + i for every sampler.")
     batch_size: int = Field(default=64, gt=0, description="Batch size for quality sampling.")
+    shard_size: int | None = Field(default=None, gt=0, description="Split each cell's quality sampling into shards "
+                                   "of this many images (rounded up to a multiple of batch_size) that run as "
+                                   "separate tasks (--jobs, Ray) and resume one by one; the numbers are the same "
+                                   "as unsharded. Default: cells are not split.")
     timeout: float = Field(default=1800, gt=0, description="Seconds before a cell is killed and failed.")
     samplers: list[SamplerSpec]
     axes: Axes

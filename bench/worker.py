@@ -32,6 +32,16 @@ class CellTask:
     cache_dir: str
     allow_download: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Sharded cells (bench.shards): `shard` = (lo, hi) samples only images lo..hi-1 and returns their features
+    # (result.shard); `merged` = the shards' features and measurements, so the cell's task only scores and times.
+    shard: tuple[int, int] | None = None
+    merged: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        if self.shard is None:
+            return self.cell.label
+        return f"{self.cell.label} images {self.shard[0]}-{self.shard[1] - 1}"
 
     @property
     def dataset(self) -> str:
@@ -137,84 +147,76 @@ class Worker:
 
     @_in_cell_runtime
     def _run(self, task: CellTask, phases: dict[str, float], result: CellResult) -> None:
-        import torch
-
-        from bench import contract
-        from bench.adapters.protocol import SampleRequest
         from bench.hardware import HardwareSpec
-        from bench.metrics.memory import PeakMemory
-        from bench.metrics.nfe import NFECounter
-        from bench.metrics.registry import MetricResult
+        from bench.metrics.registry import MetricResult, QualityContext
+        from bench.metrics.streaming import FeatureStream, feature_requests
         from bench.runtime import image_seeds
 
         c = task.cell
         hw = HardwareSpec.parse(c.hardware)  # its threads are set (and restored) by @_in_cell_runtime
         device = hw.torch_device()
-        sampler = self._sampler(task, phases)
-        _check_capabilities(sampler, c, hw)
+        needs_sampler = task.merged is None or "latency" in task.metrics
+        sampler = self._sampler(task, phases) if needs_sampler else None
+        if sampler is not None:
+            _check_capabilities(sampler, c, hw)
         dataset = self._dataset(task)
-
-        # Quality sampling: every image once, from its own seed; the metrics below all read these samples.
-        self.progress("sample")
-        t0 = time.perf_counter()
         n = task.samples
         indices = list(range(n))
         seeds = image_seeds(task.base_seed, indices)
         cond = dataset.conditions(indices)
-        images = []
-        first_sample = None
-        who = f"sampler {c.sampler_id!r} ({c.adapter})"
-        with PeakMemory(device) as mem:
-            # Hooks go on the modules networks() lists before each batch (a network built inside sample() is
-            # not counted: the contract check below says so).
-            for lo in range(0, n, task.batch_size):
-                hi = min(lo + task.batch_size, n)
-                req = SampleRequest(
-                    seeds=seeds[lo:hi], nfe=c.nfe, height=c.resolution, width=c.resolution,
-                    prompts=cond.prompts[lo:hi] if cond.prompts else None,
-                    labels=cond.labels[lo:hi] if cond.labels else None, guidance=c.guidance,
-                    extra=c.spec.request_extra(),
-                )
-                with NFECounter(sampler.networks()) as counter:
-                    out = sampler.sample(req)
-                images.append(contract.checked_uint8(out, hi - lo, c.resolution, c.resolution, who))
-                contract.check_nfe(counter.per_image(hi - lo), len(counter.modules), len(sampler.networks()), who)
-                if first_sample is None:
-                    first_sample, first_req = counter.per_image(hi - lo), req
-                elif abs(counter.per_image(hi - lo) - first_sample) > 1e-9:
-                    raise RuntimeError("counted NFE differs between batches")
-                self.progress(f"sample {hi}/{n}")
-        samples = torch.cat(images)
-        phases["sample"] = time.perf_counter() - t0
-        # Determinism probe: the last image of the first batch again, alone (one batch-1 sample() call).
+        ctx = QualityContext(
+            images=None, indices=indices, seeds=seeds, prompts=cond.prompts, labels=cond.labels, dataset=dataset,
+            resolution=c.resolution, device=device, cache_dir=Path(task.cache_dir), seed=task.base_seed,
+            allow_download=task.allow_download,
+        )
+        requests, _ = feature_requests(task.metrics)
+        keep = requests is None or bool(c.spec.save_samples)  # the images themselves are needed after sampling
         t0 = time.perf_counter()
-        probe = contract.determinism_probe(sampler, first_req, images[0], contract.probe_tolerance(device, hw.dtype),
-                                           who=who)
-        phases["probe"] = time.perf_counter() - t0
-        result.info["determinism_probe"] = probe.as_info()
-        describe = getattr(sampler, "provenance_for", None)  # diffusers adapters: the recipe row this cell ran
-        if callable(describe):
-            result.info["sampler"] = describe(c.nfe)
-        result.nfe_counted = first_sample
+        stream = FeatureStream(ctx, requests) if requests is not None else None
+        phases["features"] = time.perf_counter() - t0
+
+        lo, hi = task.shard if task.shard is not None else (0, n)
+        if task.merged is None:
+            sampled = self._sample(task, sampler, cond, seeds, lo, hi, stream, keep, phases)
+        else:
+            sampled = task.merged
+        if task.shard is not None:  # a shard returns its features and measurements; the cell's task scores them
+            result.shard = {k: v for k, v in sampled.items() if k != "images"}
+            result.shard["features"] = stream.arrays() if stream is not None else {}
+            result.nfe_counted = sampled["nfe"]
+            result.status = "done"
+            return
+
+        result.info["determinism_probe"] = sampled["probe"]
+        if sampled.get("sampler"):
+            result.info["sampler"] = sampled["sampler"]
+        if sampled.get("shards"):
+            result.info["shards"] = sampled["shards"]
+        result.nfe_counted = sampled["nfe"]
         metrics: list[MetricResult] = []
         if "memory" in task.metrics:
-            metrics.append(MetricResult("peak_memory_mb", mem.peak_mb, higher_is_better=False, n=1,
-                                        provenance={**mem.provenance(), "batch_size": task.batch_size}))
-
-        t0 = time.perf_counter()
-        grid = min(task.grid, n)
-        if grid:
-            _save_grid(samples[:grid], Path(task.samples_dir))
+            metrics.append(MetricResult("peak_memory_mb", sampled["peak_mb"], higher_is_better=False, n=1,
+                                        provenance={**sampled["memory"], "batch_size": task.batch_size}))
+        if sampled.get("grid_saved"):
             result.samples_dir = task.samples_dir
+
+        if keep:
+            ctx.images = sampled["images"]
+        elif stream is not None:
+            if task.merged is None:
+                stream.finish()
+            else:
+                stream.load(task.merged["features"])
+        t0 = time.perf_counter()
         if c.spec.save_samples:  # exactly the tensor the metrics below score
             from bench.samples import FOLDER, save_samples
 
             opts = c.spec.save_samples
             result.info["saved_samples"] = save_samples(
-                Path(task.samples_dir) / FOLDER, samples, indices, seeds, cond.prompts, cond.labels,
+                Path(task.samples_dir) / FOLDER, ctx.images, indices, seeds, cond.prompts, cond.labels,
                 str(opts.get("format", "png")), opts.get("max"))
             result.samples_dir = task.samples_dir
-        phases["save"] = time.perf_counter() - t0
+        phases["save"] = phases.get("save", 0.0) + time.perf_counter() - t0
 
         if "latency" in task.metrics:
             self.progress("latency")
@@ -224,19 +226,93 @@ class Worker:
 
         self.progress("metrics")
         t0 = time.perf_counter()
-        metric_errors = _quality(task, samples, indices, seeds, cond, dataset, device, metrics)
+        metric_errors = _quality(task, ctx, metrics)
         phases["metrics"] = time.perf_counter() - t0
         result.evidence = {m.name: m.evidence for m in metrics if m.evidence is not None}
         for m in metrics:
             m.evidence = None
         result.metrics = metrics
-        result.info["nfe_counted_per_image"] = first_sample
+        result.info["nfe_counted_per_image"] = sampled["nfe"]
         if metric_errors:
             result.info["metric_errors"] = metric_errors
             result.error = "; ".join(f"{k}: {v}" for k, v in metric_errors.items())
             result.status = "failed"
         else:
             result.status = "done"
+
+    def _sample(self, task: CellTask, sampler: Any, cond: Any, seeds: list[int], lo: int, hi: int,
+                stream: Any, keep: bool, phases: dict[str, float]) -> dict[str, Any]:
+        """Quality sampling of images lo..hi-1, every image once from its own seed, in the cell's batches (a
+        shard starts on a batch boundary, so its batches are the whole cell's); each batch is embedded at once
+        when streaming. Returns the counted NFE, peak memory, determinism probe, grid flag (and the images when
+        kept)."""
+        import torch
+
+        from bench import contract
+        from bench.adapters.protocol import SampleRequest
+        from bench.hardware import HardwareSpec
+        from bench.metrics.memory import PeakMemory
+        from bench.metrics.nfe import NFECounter
+
+        c = task.cell
+        hw = HardwareSpec.parse(c.hardware)
+        device = hw.torch_device()
+        n = task.samples
+        self.progress("sample")
+        t0 = time.perf_counter()
+        embed = 0.0
+        images, grid_images = [], []
+        first_sample = None
+        first_req = first_batch = None
+        grid = min(task.grid, n)
+        who = f"sampler {c.sampler_id!r} ({c.adapter})"
+        with PeakMemory(device) as mem:
+            # Hooks go on the modules networks() lists before each batch (a network built inside sample() is
+            # not counted: the contract check below says so).
+            for b_lo in range(lo, hi, task.batch_size):
+                b_hi = min(b_lo + task.batch_size, hi)
+                req = SampleRequest(
+                    seeds=seeds[b_lo:b_hi], nfe=c.nfe, height=c.resolution, width=c.resolution,
+                    prompts=cond.prompts[b_lo:b_hi] if cond.prompts else None,
+                    labels=cond.labels[b_lo:b_hi] if cond.labels else None, guidance=c.guidance,
+                    extra=c.spec.request_extra(),
+                )
+                with NFECounter(sampler.networks()) as counter:
+                    out = sampler.sample(req)
+                batch = contract.checked_uint8(out, b_hi - b_lo, c.resolution, c.resolution, who)
+                contract.check_nfe(counter.per_image(b_hi - b_lo), len(counter.modules), len(sampler.networks()), who)
+                if first_sample is None:
+                    first_sample, first_req, first_batch = counter.per_image(b_hi - b_lo), req, batch
+                elif abs(counter.per_image(b_hi - b_lo) - first_sample) > 1e-9:
+                    raise RuntimeError("counted NFE differs between batches")
+                if b_lo < grid:
+                    grid_images.append(batch[: grid - b_lo])
+                if keep:
+                    images.append(batch)
+                if stream is not None:
+                    e0 = time.perf_counter()
+                    stream.add(batch)
+                    embed += time.perf_counter() - e0
+                self.progress(f"sample {b_hi - lo}/{hi - lo}")
+        phases["sample"] = time.perf_counter() - t0 - embed
+        phases["features"] = phases.get("features", 0.0) + embed
+        if first_req is None or first_batch is None:
+            raise RuntimeError(f"no images to sample in {lo}..{hi - 1}")
+        # Determinism probe: the last image of the first batch again, alone (one batch-1 sample() call).
+        t0 = time.perf_counter()
+        probe = contract.determinism_probe(sampler, first_req, first_batch,
+                                           contract.probe_tolerance(device, hw.dtype), who=who)
+        phases["probe"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if grid_images:
+            _save_grid(torch.cat(grid_images), Path(task.samples_dir))
+        phases["save"] = time.perf_counter() - t0
+        describe = getattr(sampler, "provenance_for", None)  # diffusers adapters: the recipe row this cell ran
+        return {
+            "nfe": first_sample, "peak_mb": mem.peak_mb, "memory": mem.provenance(), "probe": probe.as_info(),
+            "sampler": describe(c.nfe) if callable(describe) else None, "grid_saved": bool(grid_images),
+            "images": torch.cat(images) if keep else None,
+        }
 
 
 def _check_capabilities(sampler: Any, cell: Cell, hw: Any) -> None:
@@ -323,16 +399,10 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _quality(task: CellTask, samples: Any, indices: list[int], seeds: list[int], cond: Any, dataset: Any,
-             device: Any, metrics: list[Any]) -> dict[str, str]:
+def _quality(task: CellTask, ctx: Any, metrics: list[Any]) -> dict[str, str]:
     from bench.metrics import SYSTEM_METRICS
-    from bench.metrics.registry import QualityContext, get_metric
+    from bench.metrics.registry import get_metric
 
-    ctx = QualityContext(
-        images=samples, indices=indices, seeds=seeds, prompts=cond.prompts, labels=cond.labels,
-        dataset=dataset, resolution=task.cell.resolution, device=device, cache_dir=Path(task.cache_dir),
-        seed=task.base_seed, allow_download=task.allow_download,
-    )
     errors: dict[str, str] = {}
     for name, opts in task.metrics.items():
         if name in SYSTEM_METRICS:

@@ -111,7 +111,7 @@ class LocalExecutor:
                             self.startup_wait, first = time.perf_counter() - t_run, False
                         slot.task = pending.pop(0)
                         slot.started = time.time()
-                        progress(slot.task.cell.label, "start")
+                        progress(slot.task.label, "start")
                         slot.conn.send(slot.task)
                 busy = [s for s in slots if s.task is not None or not s.ready]
                 ready_conns = wait([s.conn for s in busy] + [s.proc.sentinel for s in busy], timeout=0.5)
@@ -156,7 +156,7 @@ class LocalExecutor:
             if kind == "ready":
                 slot.ready = True
             elif kind == "progress" and slot.task is not None:
-                progress(slot.task.cell.label, str(payload))
+                progress(slot.task.label, str(payload))
             elif kind == "result" and slot.task is not None:
                 task, slot.task = slot.task, None
                 on_result(task, payload)

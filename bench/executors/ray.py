@@ -503,7 +503,7 @@ class _Run:
             slot.group.popleft()
             slot.task = task
             slot.started = time.time()
-            self.progress(task.cell.label, f"start on {slot.info.get('host', '?')}")
+            self.progress(task.label, f"start on {slot.info.get('host', '?')}")
             slot.ref = slot.actor.run.remote(_absolute(task) if slot.local else task, list(self.shared))
 
     def _on_ready(self, slot: _Slot) -> None:

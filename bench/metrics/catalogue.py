@@ -68,6 +68,10 @@ class MetricSpec:
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # option -> allowed values
     refused: dict[str, str] = field(default_factory=dict)  # option a user may expect -> why this metric has none
     in_suite: bool = True  # False: always measured (counted NFE), not named under `metrics:`
+    # 'module:function' (metric name, options) -> the FeatureRequests of the samples it reads, so images can be
+    # embedded as they are sampled (streamed, sharded); None with reads_samples: it needs the images themselves
+    features: str | None = None
+    reads_samples: bool = True
 
     def gate_rules(self) -> dict[str, dict[str, Any]]:
         """Default gate rule fields per stored name."""
@@ -179,16 +183,18 @@ _FD_INF = ResultSpec("fd_inf", "quality", False, "FD", "FD∞", feature_space=Tr
 _PRECISION = ResultSpec("precision", "quality", True, "fraction", "precision", feature_space=True)
 _RECALL = ResultSpec("recall", "quality", True, "fraction", "recall", feature_space=True)
 _SPACE = "feature_space"
+_FEATURES = "bench.metrics.common:feature_requests_of"
 
 _SPECS: dict[str, MetricSpec] = {s.name: s for s in (
     MetricSpec("fd", "quality", "FD", "FD", False,
                "Fréchet distance to the reference set in a feature space, bootstrap CI, noise floor, optional FD∞.",
                "bench.metrics.fd:FD_OPTIONS", (_FD, _FD_FLOOR, _FD_INF), variant=_SPACE,
-               choices={"backend": ("bench", "torch-fidelity", "clean-fid")}),
+               choices={"backend": ("bench", "torch-fidelity", "clean-fid")},
+               features="bench.metrics.fd:feature_requests_of"),
     MetricSpec("fd_floor", "quality", "FD noise floor", "FD", False,
                "Only the FD noise floor (fd already returns it).",
                "bench.metrics.fd:FLOOR_OPTIONS", (_FD_FLOOR,), variant=_SPACE,
-               choices={"backend": ("bench", "torch-fidelity", "clean-fid")},
+               choices={"backend": ("bench", "torch-fidelity", "clean-fid")}, reads_samples=False,
                refused={"reference_stats": "fd_floor cannot use a statistics file: the noise floor needs reference "
                                            "images, and a file has only mu and sigma (fd against a file skips its "
                                            "floor and says so)"}),
@@ -196,29 +202,31 @@ _SPECS: dict[str, MetricSpec] = {s.name: s for s in (
                "Kernel Inception Distance (torch-fidelity's estimator) in a feature space.",
                "bench.metrics.fidelity:KID_OPTIONS",
                (ResultSpec("kid", "quality", False, "MMD²", "KID", feature_space=True),), variant=_SPACE,
-               choices={"backend": ("auto", "bench", "torch-fidelity")}),
+               choices={"backend": ("auto", "bench", "torch-fidelity")}, features=_FEATURES),
     MetricSpec("cmmd", "quality", "CMMD", "MMD² x1000", False,
                "CMMD (Jayasumana et al. 2024): biased MMD² with an RBF kernel (sigma 10) x1000, no Gaussian assumption.",
                "bench.metrics.cmmd:CMMD_OPTIONS",
-               (ResultSpec("cmmd", "quality", False, "MMD² x1000", "CMMD"),), variant=_SPACE),
+               (ResultSpec("cmmd", "quality", False, "MMD² x1000", "CMMD"),), variant=_SPACE, features=_FEATURES),
     MetricSpec("density_coverage", "quality", "density / coverage", "ratio", True,
                "Density and coverage (Naeem et al. 2020): k-NN balls around the reference images.",
                "bench.metrics.density_coverage:DC_OPTIONS",
                (ResultSpec("density", "quality", True, "ratio", "density"),
-                ResultSpec("coverage", "quality", True, "fraction", "coverage")), variant=_SPACE),
+                ResultSpec("coverage", "quality", True, "fraction", "coverage")), variant=_SPACE,
+               features=_FEATURES),
     MetricSpec("precision_recall", "quality", "precision / recall", "fraction", True,
                "Improved precision and recall (k-NN manifolds) in a feature space.",
-               "bench.metrics.fidelity:PR_OPTIONS", (_PRECISION, _RECALL), variant=_SPACE),
+               "bench.metrics.fidelity:PR_OPTIONS", (_PRECISION, _RECALL), variant=_SPACE, features=_FEATURES),
     MetricSpec("precision", "quality", "precision", "fraction", True,
                "Fraction of samples inside the reference manifold.",
-               "bench.metrics.fidelity:PR_OPTIONS", (_PRECISION,), variant=_SPACE),
+               "bench.metrics.fidelity:PR_OPTIONS", (_PRECISION,), variant=_SPACE, features=_FEATURES),
     MetricSpec("recall", "quality", "recall", "fraction", True,
                "Fraction of reference images inside the samples' manifold.",
-               "bench.metrics.fidelity:PR_OPTIONS", (_RECALL,), variant=_SPACE),
+               "bench.metrics.fidelity:PR_OPTIONS", (_RECALL,), variant=_SPACE, features=_FEATURES),
     MetricSpec("clip_score", "quality", "CLIP score", "100·cos", True,
                "100 x max(cos(image, text), 0) per image, then the mean; stored as clip_score:<model>[:<tag>].",
                "bench.metrics.clip_score:CLIP_OPTIONS",
-               (ResultSpec("clip_score", "quality", True, "100·cos", "CLIP score"),), variant="model"),
+               (ResultSpec("clip_score", "quality", True, "100·cos", "CLIP score"),), variant="model",
+               features="bench.metrics.clip_score:feature_requests_of"),
     MetricSpec("latency", "system", "latency", "ms", False,
                "Timed apart from quality sampling: warm-up, device sync, adaptive repeats, median and IQR.",
                "bench.metrics.latency:LatencyOptions", (

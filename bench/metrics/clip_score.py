@@ -20,6 +20,7 @@ from bench.errors import BenchError
 from bench.evidence import condition_strata, values_evidence
 from bench.metrics.bootstrap import bootstrap_means, check_confidence, check_resamples, percentile_interval
 from bench.metrics.common import (
+    FeatureRequest,
     base_provenance,
     batch_size_of,
     cell_seed,
@@ -47,6 +48,14 @@ def clip_scores(image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Te
     return 100.0 * cos.clamp_min(0.0)
 
 
+def feature_requests_of(metric: str, options: dict[str, Any]) -> list[FeatureRequest]:
+    """The CLIP image embeddings clip_score reads (its model as a feature space)."""
+    model = options.get("variant") or options.get("model")
+    space_opts = {"feature_space": clip_space_spec(str(model or DEFAULT_CLIP_MODEL))}
+    space_opts.update({k: options[k] for k in ("pretrained", "weights", "resize") if options.get(k) is not None})
+    return [FeatureRequest(metric, tuple(sorted(space_opts.items())), batch_size_of(metric, options))]
+
+
 def clip_score_metric(ctx: QualityContext, options: dict[str, Any]) -> list[MetricResult]:
     check_options("clip_score", options, CLIP_OPTIONS)
     variant, model = options.get("variant"), options.get("model")
@@ -56,14 +65,13 @@ def clip_score_metric(ctx: QualityContext, options: dict[str, Any]) -> list[Metr
     if not prompts:
         raise BenchError(f"metric clip_score needs prompts and dataset {ctx.dataset.key()} gives none "
                          f"(conditioning: {getattr(ctx.dataset, 'conditioning', '?')})")
-    if len(prompts) != ctx.images.shape[0]:
-        raise BenchError(f"metric clip_score: {len(prompts)} prompts for {ctx.images.shape[0]} samples")
+    if len(prompts) != ctx.count:
+        raise BenchError(f"metric clip_score: {len(prompts)} prompts for {ctx.count} samples")
     resamples = check_resamples(options.get("bootstrap", 200))
     confidence = check_confidence(options.get("confidence", 0.95))
-    bs = batch_size_of("clip_score", options)
-    space_opts = {"feature_space": clip_space_spec(str(variant or model or DEFAULT_CLIP_MODEL))}
-    space_opts.update({k: options[k] for k in ("pretrained", "weights", "resize") if options.get(k) is not None})
-    space = get_space(ctx, "clip_score", space_opts)
+    (request,) = feature_requests_of("clip_score", options)
+    bs = request.batch_size
+    space = get_space(ctx, "clip_score", dict(request.options))
     if not isinstance(space, ClipSpace):
         raise BenchError(f"metric clip_score: {space.name} is not a CLIP model")
     clip = space.clip

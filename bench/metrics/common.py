@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -73,10 +74,35 @@ def batch_size_of(metric: str, options: dict[str, Any]) -> int:
     return positive_int(metric, "batch_size", options.get("batch_size", DEFAULT_BATCH_SIZE))
 
 
+@dataclass(frozen=True)
+class FeatureRequest:
+    """Sample features a metric reads: `get_space(ctx, metric, options)` embedded at `batch_size`."""
+
+    metric: str
+    options: tuple[tuple[str, Any], ...]  # the space options (feature_space and the space's own keys)
+    batch_size: int
+
+
+def feature_requests_of(metric: str, options: dict[str, Any]) -> list[FeatureRequest]:
+    """The one feature space a feature-space metric (fd, kid, precision/recall, cmmd, density/coverage) reads."""
+    space_opts = {"feature_space": feature_spec(metric, options),
+                  **{k: options[k] for k in _SPACE_KEYS if options.get(k) is not None}}
+    return [FeatureRequest(metric, tuple(sorted(space_opts.items())), batch_size_of(metric, options))]
+
+
+def features_key(space: FeatureSpace) -> str:
+    """Where a cell's sample features in `space` live in ctx.shared (filled by sample_features or streaming)."""
+    return f"features:{space.id}"
+
+
 def sample_features(ctx: QualityContext, space: FeatureSpace, batch_size: int) -> np.ndarray:
-    """The cell's samples embedded in `space` (float32, N x D), computed once per cell and space."""
-    key = f"features:{space.id}"
+    """The cell's samples embedded in `space` (float32, N x D), computed once per cell and space (or embedded
+    batch by batch while sampling, bench.metrics.streaming)."""
+    key = features_key(space)
     if key not in ctx.shared:
+        if ctx.images is None:
+            raise BenchError(f"the samples were not kept and their features in {space.name} were not streamed "
+                             "(a metric read a feature space its catalogue entry does not declare)")
         if len(ctx.indices) != ctx.images.shape[0]:
             raise BenchError(f"{ctx.images.shape[0]} samples but {len(ctx.indices)} reference indices")
         ctx.shared[key] = space.extract(ctx.images, batch_size)
@@ -150,7 +176,7 @@ def seeds_summary(seeds: Sequence[int]) -> dict[str, Any]:
 def base_provenance(ctx: QualityContext, space: FeatureSpace | None = None,
                     ref: ReferenceSet | None = None) -> dict[str, Any]:
     prov: dict[str, Any] = {
-        "n_samples": int(ctx.images.shape[0]),
+        "n_samples": ctx.count,
         "resolution": int(ctx.resolution),
         "seeds": seeds_summary(ctx.seeds),
         "metric_seed": int(ctx.seed),

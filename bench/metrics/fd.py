@@ -22,6 +22,7 @@ from bench.metrics.common import (
     DISJOINT_FLOOR,
     FEATURE_OPTIONS,
     MATCHED_FLOOR,
+    FeatureRequest,
     base_provenance,
     batch_size_of,
     cell_seed,
@@ -33,6 +34,7 @@ from bench.metrics.common import (
     name_suffix,
     sample_features,
 )
+from bench.metrics.common import feature_requests_of as common_requests
 from bench.metrics.frechet import (
     FeatureStats,
     bootstrap_frechet,
@@ -95,6 +97,11 @@ def _settings(metric: str, options: dict[str, Any], allowed: tuple[str, ...]) ->
         "batch_size": batch_size_of(metric, opts),
         "offset": offset,
     }
+
+
+def feature_requests_of(metric: str, options: dict[str, Any]) -> list[FeatureRequest]:
+    """The feature space fd reads, as its settings resolve it (the clean-fid backend's default resize included)."""
+    return common_requests(metric, _settings(metric, options, FD_OPTIONS)["options"])
 
 
 def _floor(ctx: QualityContext, metric: str, s: dict[str, Any],

@@ -47,7 +47,7 @@ class MetricResult:
 class QualityContext:
     """Everything a quality metric may read. Samples are generated once per cell and shared by all metrics."""
 
-    images: torch.Tensor  # uint8 (N, 3, R, R), CPU
+    images: torch.Tensor | None  # uint8 (N, 3, R, R), CPU; None when the features were streamed (not kept)
     indices: list[int]  # dataset indices of the samples (sample i <-> reference image indices[i])
     seeds: list[int]
     prompts: list[str] | None
@@ -59,6 +59,11 @@ class QualityContext:
     seed: int  # for bootstrap resampling
     allow_download: bool = False
     shared: dict[str, Any] = field(default_factory=dict)  # per-cell scratch, e.g. features reused by FD/KID/PR
+
+    @property
+    def count(self) -> int:
+        """How many samples the cell scored (its images, or its indices when the images were not kept)."""
+        return int(self.images.shape[0]) if self.images is not None else len(self.indices)
     # The reference set's dataset indices when it is not `indices` (`bench score`: every image of the REF folder).
     reference_indices: list[int] | None = None
     uint8: str = UINT8_RULE  # how the samples became uint8 (pipeline fingerprints, bench.metrics.statsfile)

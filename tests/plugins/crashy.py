@@ -49,3 +49,16 @@ class SlowSampler(AnalyticEuler):
     def sample(self, req: SampleRequest) -> Any:
         time.sleep(self.delay)
         return super().sample(req)
+
+
+class RaisesOnSeed(AnalyticEuler):
+    """Raises for a batch holding `bad_seed`: one shard of a sharded cell fails, the others do not."""
+
+    def __init__(self, bad_seed: int = -1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bad_seed = bad_seed
+
+    def sample(self, req: SampleRequest) -> Any:
+        if self.bad_seed in req.seeds:
+            raise ValueError(f"boom at seed {self.bad_seed}")
+        return super().sample(req)

@@ -1,0 +1,173 @@
+"""Sharded cells (issue 17): a cell split into image ranges scores exactly what the whole cell scores, resumes per
+shard after kill -9, fails with the shard that failed, and stays whole when a metric needs the images."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench
+from bench.cli import main
+from bench.shards import shard_ranges
+from bench.store import Store
+from tests._paths import bench_env
+
+ANALYTIC = """
+name: shards
+dataset: {{name: gmm, split: eval, components: 4}}
+samples: 96
+base_seed: 0
+batch_size: 16
+samplers:
+  - {{id: euler, adapter: {adapter}, options: {options}}}
+axes: {{nfe: [2], resolution: [4], hardware: ["cpu:threads=1"]}}
+metrics:
+  fd: {{feature_space: pixels, size: 4, dim: 16, bootstrap: 50}}
+  kid: {{feature_space: pixels, size: 4, dim: 16, subset_size: 32}}
+  precision_recall: {{feature_space: pixels, size: 4, dim: 16}}
+  cmmd: {{feature_space: pixels, size: 4, dim: 16, bootstrap: 20}}
+  density_coverage: {{feature_space: pixels, size: 4, dim: 16, bootstrap: 20}}
+  memory: {{}}
+report: {{enabled: false, grid: 20}}
+"""
+
+EMBEDDED = """
+name: shards-zoo
+dataset: {name: shapes, split: eval}
+samples: 96
+base_seed: 0
+batch_size: 32
+samplers:
+  - {id: teacher-euler, adapter: teacher-euler}
+axes: {nfe: [2], resolution: [16], hardware: ["cpu:threads=1"]}
+metrics:
+  fd: {feature_space: shapes-clip, bootstrap: 50}
+  kid: {feature_space: shapes-clip, subset_size: 32}
+  clip_score: {model: shapes-clip, bootstrap: 50}
+  cmmd: {feature_space: shapes-clip, bootstrap: 20}
+report: {enabled: false, grid: 4}
+"""
+
+
+def _suite(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text.lstrip())
+    return path
+
+
+def _quality(store: Path) -> dict:
+    df = bench.load_results(str(store))
+    df = df[~df.metric.astype(str).str.startswith(("latency", "calibration", "peak_memory"))]
+    return {(r.sampler, r.nfe, r.metric): (r.value, r.ci_low, r.ci_high, r.n) for r in df.itertuples()}
+
+
+def _evidence(store: Path) -> dict:
+    with Store(store, readonly=True) as st:
+        return {(k, m): e.rows for k in st.done_keys() for m, e in st.evidence(k).items()}
+
+
+def _same(a: Path, b: Path) -> None:
+    qa, qb = _quality(a), _quality(b)
+    assert qa.keys() == qb.keys() and len(qa) >= 5
+    for k in qa:
+        if k[2] == "fd":
+            assert qa[k][0] == pytest.approx(qb[k][0], rel=1e-9, abs=0), k
+        assert qa[k] == qb[k], k  # every number, interval and N exactly
+    ea, eb = _evidence(a), _evidence(b)
+    assert ea.keys() == eb.keys() and ea
+    assert all(np.array_equal(ea[k], eb[k]) for k in ea)
+
+
+def test_shard_ranges_start_on_batch_boundaries():
+    assert shard_ranges(96, 16, 30) == [(0, 32), (32, 64), (64, 96)]
+    assert shard_ranges(100, 16, 32) == [(0, 32), (32, 64), (64, 96), (96, 100)]
+    assert shard_ranges(10, 16, 4) == [(0, 10)]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_sharded_cell_scores_exactly_the_whole_cell_analytic_world(tmp_path, capsys, jobs):
+    suite = _suite(tmp_path, ANALYTIC.format(adapter="analytic-euler", options="{components: 4}"))
+    whole, sharded = tmp_path / "whole" / "r.sqlite", tmp_path / "sharded" / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(whole), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(suite), "--store", str(sharded), "--no-progress", "--set", "shard_size=30",
+                 "--jobs", jobs]) == 0
+    assert "shards: 3 computed, 0 reused" in capsys.readouterr().out
+    _same(whole, sharded)
+    with Store(sharded, readonly=True) as st:
+        (key,) = st.done_keys()
+        info = st.db.execute("SELECT info FROM cells").fetchone()[0]
+    assert '"ranges": [[0, 32], [32, 64], [64, 96]]' in info  # provenance says how it was split
+    assert not (sharded.parent / "shards" / key).exists()  # shard files go once the cell is committed
+    # the grid (20 images: shard 0 and part of shard 1) is the whole cell's
+    grid = sorted((whole.parent / "samples").rglob("*.png"))
+    assert len(grid) == 20
+    assert [p.read_bytes() for p in grid] == [p.read_bytes() for p in sorted((sharded.parent / "samples").rglob("*.png"))]
+
+
+@pytest.mark.slow
+def test_a_sharded_cell_scores_exactly_the_whole_cell_embedded_world(tmp_path):
+    suite = _suite(tmp_path, EMBEDDED)
+    whole, sharded = tmp_path / "whole" / "r.sqlite", tmp_path / "sharded" / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(whole), "--no-progress"]) == 0
+    assert main(["run", str(suite), "--store", str(sharded), "--no-progress", "--set", "shard_size=32"]) == 0
+    _same(whole, sharded)
+
+
+def test_a_failed_shard_fails_its_cell_with_the_range(tmp_path, capsys):
+    suite = _suite(tmp_path, ANALYTIC.format(adapter="'tests.plugins.crashy:RaisesOnSeed'",
+                                             options="{components: 4, bad_seed: 40}"))
+    store = tmp_path / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(store), "--no-progress", "--set", "shard_size=32"]) == 1
+    err = capsys.readouterr().err
+    assert "shard of images 32-63 failed: ValueError: boom at seed 40" in err
+    with Store(store, readonly=True) as st:
+        assert st.db.execute("SELECT status FROM cells").fetchone()[0] == "failed"
+
+
+def test_a_metric_that_reads_images_keeps_its_cell_whole(tmp_path, capsys):
+    text = ANALYTIC.format(adapter="analytic-euler", options="{components: 4}").replace(
+        "  memory: {}", "  memory: {}\n  tests.plugins.metrics:sample_stats: {}")
+    suite = _suite(tmp_path, text)
+    capsys.readouterr()
+    assert main(["run", str(suite), "--dry-run", "--set", "shard_size=32", "--store", str(tmp_path / "r.sqlite")]) == 0
+    assert "planned (not sharded: metric 'tests.plugins.metrics:sample_stats' reads the images themselves" in \
+        capsys.readouterr().out
+    assert main(["run", str(suite), "--no-progress", "--set", "shard_size=32", "--store", str(tmp_path / "r.sqlite")]) == 0
+    assert "shards:" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_kill_9_midway_then_resume_recomputes_only_the_missing_shards(tmp_path):
+    text = ANALYTIC.format(adapter="'tests.plugins.crashy:SlowSampler'", options="{components: 4, delay: 0.4}")
+    suite = _suite(tmp_path, text)
+    store = tmp_path / "r.sqlite"
+    cmd = [sys.executable, "-m", "bench", "run", str(suite), "--store", str(store), "--no-progress",
+           "--set", "shard_size=16"]
+    env = bench_env()
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    shards = tmp_path / "shards"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(shards.rglob("*.npz"))) < 2:
+            time.sleep(0.1)
+        done = len(list(shards.rglob("*.npz")))
+        assert 2 <= done < 6, f"could not catch the run midway ({done} of 6 shards)"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    kept = {p.name: p.stat().st_mtime_ns for p in shards.rglob("*.npz")}
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"shards: {6 - len(kept)} computed, {len(kept)} reused from an interrupted run" in rerun.stdout
+    clean = tmp_path / "clean" / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(clean), "--no-progress"]) == 0
+    _same(clean, store)
