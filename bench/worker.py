@@ -380,6 +380,8 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
             prov = {**runs, "median_batch_ms": med * b, "ci": "interquartile range", "threads": threads,
                     "clock": latency.CPU_CLOCK, "unstable": unstable, "unstable_reason": reason, **protocol}
             out += [MetricResult(cpu_name, med, False, q25, q75, r.runs, dict(prov)) for _, cpu_name in names]
+    if opts.throughput_max_batch:
+        out += _throughput(sampler, task, cond, device, opts, sizes[-1], out)
     if opts.scope == "denoiser":
         out = latency.denoiser_scope(out)
     if opts.calibrate:
@@ -391,6 +393,58 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
                                 {"workload": WORKLOAD, "threads": _threads(),
                                  "ci": "interquartile range"}))
     return out
+
+
+def _throughput(sampler: Any, task: CellTask, cond: Any, device: Any, opts: Any, largest: int,
+                timed: list[Any]) -> list[Any]:
+    """Images per second at the batch that gives the most: the largest timed batch, then doubled up to
+    `throughput_max_batch`, stopping at the first batch that runs out of device memory (caught, the cache
+    emptied). Each candidate gets the latency protocol's adaptive timing; the result keeps every batch tried."""
+    import torch
+
+    from bench.adapters.protocol import SampleRequest
+    from bench.metrics import latency
+    from bench.metrics.registry import MetricResult
+    from bench.runtime import image_seeds
+
+    per_image = next((m for m in timed if m.name == "latency_ms_per_image"), None)
+    tried: list[dict[str, Any]] = []
+    best: tuple[float, int, float, float, int] | None = None  # img/s, batch, low, high, runs
+    if per_image is not None and per_image.value:
+        best = (1e3 / per_image.value, largest, 1e3 / (per_image.ci_high or per_image.value),
+                1e3 / (per_image.ci_low or per_image.value), int(per_image.n or 0))
+        tried.append({"batch_size": largest, "img_s": best[0]})
+    stopped = f"cap {opts.throughput_max_batch}"
+    b = largest * 2
+    while b <= opts.throughput_max_batch:
+        idx = [i % task.samples for i in range(b)]
+        req = SampleRequest(
+            seeds=image_seeds(task.base_seed, idx), nfe=task.cell.nfe, height=task.cell.resolution,
+            width=task.cell.resolution, guidance=task.cell.guidance,
+            prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
+            labels=[cond.labels[i] for i in idx] if cond.labels else None, extra=task.cell.spec.request_extra(),
+        )
+        try:
+            r = latency.measure(lambda req=req: sampler.sample(req), b, device, warmup=1,
+                                min_run_time=opts.min_run_time, max_run_time=opts.max_run_time,
+                                min_runs=opts.min_runs, max_time=opts.max_time)
+        except Exception as e:
+            if not latency.out_of_memory(e):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            stopped = f"out of memory at batch {b}"
+            break
+        img_s = b / r.median_s
+        tried.append({"batch_size": b, "img_s": img_s})
+        if best is None or img_s > best[0]:
+            best = (img_s, b, b / r.q75_s, b / r.q25_s, r.runs)
+        b *= 2
+    if best is None:
+        return []
+    return [MetricResult("throughput_img_s", best[0], True, best[2], best[3], best[4],
+                         {"batch_size": best[1], "tried": tried, "stopped": stopped, "ci": "interquartile range",
+                          "threads": _threads()})]
 
 
 def _threads() -> int:

@@ -233,6 +233,7 @@ _SPECS: dict[str, MetricSpec] = {s.name: s for s in (
                    ResultSpec("latency_ms_per_image", "latency", False, "ms", "latency (ms/image)",
                               gate={"rel_tol": DEFAULT_LATENCY_REL_TOL, "significance": "ci"}),
                    ResultSpec("latency_ms_batch1", "latency", False, "ms", "latency, batch 1 (ms)"),
+                   ResultSpec("throughput_img_s", "count", True, "img/s", "throughput (img/s, best batch)"),
                    ResultSpec("latency_*", "latency", False, "ms"),
                    ResultSpec("calibration_ms", "calibration", False, "ms", "calibration (ms)"))),
     MetricSpec("memory", "system", "peak memory", "MB", False,

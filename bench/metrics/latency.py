@@ -59,6 +59,10 @@ class LatencyOptions(BaseModel):
     max_iqr_rel: float = Field(default=DEFAULT_MAX_IQR_REL, gt=0, description="A latency whose IQR is wider than "
                                "this fraction of its median is unstable.")
     calibrate: bool = Field(default=True, description="Also time the calibration workload (calibration_ms).")
+    throughput_max_batch: int | None = Field(
+        default=None, ge=1, description="Also search the batch with the most images per second: double the "
+        "largest batch size up to this cap, stopping at the first that runs out of device memory, and store "
+        "throughput_img_s (images/s at the best batch, with its IQR). Default: no search.")
     phases: bool = Field(default=True, description="Also split each timed call into conditioning, denoising and "
                          "decoding at the first and last counted network call (latency_<phase>_ms_batch1 / "
                          "_per_image); the whole call stays the latency.")
@@ -207,6 +211,18 @@ class PhaseClock:
         if total <= 0:
             return None, len(d)
         return {name: float(arr[:, i].sum()) / total for i, name in enumerate(PHASES)}, len(d)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a sampler call failed for lack of device memory (CUDA's OutOfMemoryError, or an allocator's
+    RuntimeError saying so), which ends a batch-size search instead of failing the cell."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower())
 
 
 def stability(runs: int, median: float, q25: float, q75: float, min_runs: int = DEFAULT_MIN_RUNS,

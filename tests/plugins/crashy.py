@@ -62,3 +62,18 @@ class RaisesOnSeed(AnalyticEuler):
         if self.bad_seed in req.seeds:
             raise ValueError(f"boom at seed {self.bad_seed}")
         return super().sample(req)
+
+
+class OutOfMemoryAbove(AnalyticEuler):
+    """Raises torch's OutOfMemoryError for batches larger than `max_batch`, as a GPU that is full would."""
+
+    def __init__(self, max_batch: int = 16, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_batch = max_batch
+
+    def sample(self, req: SampleRequest) -> Any:
+        import torch
+
+        if len(req.seeds) > self.max_batch:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {len(req.seeds)}")
+        return super().sample(req)
