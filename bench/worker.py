@@ -424,8 +424,11 @@ def _throughput(sampler: Any, task: CellTask, cond: Any, device: Any, opts: Any,
             prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
             labels=[cond.labels[i] for i in idx] if cond.labels else None, extra=task.cell.spec.request_extra(),
         )
+        def one_batch(req: SampleRequest = req) -> Any:
+            return sampler.sample(req)
+
         try:
-            r = latency.measure(lambda req=req: sampler.sample(req), b, device, warmup=1,
+            r = latency.measure(one_batch, b, device, warmup=1,
                                 min_run_time=opts.min_run_time, max_run_time=opts.max_run_time,
                                 min_runs=opts.min_runs, max_time=opts.max_time)
         except Exception as e:
