@@ -210,12 +210,32 @@ def _cmd_list(args: argparse.Namespace) -> int:
     elif args.what == "datasets":
         from bench.datasets import dataset_names
 
-        print("Registered datasets (entry-point group bench.datasets included).")
+        print("Registered datasets (entry-point group bench.datasets included); `dataset: {name: NAME, ...}` in a "
+              "suite, its other keys are the class's options.")
         for n in dataset_names():
-            print(f"  {n}")
+            print(f"  {n:<10} {_dataset_summary(n)}")
     else:
         _list_metrics()
     return 0
+
+
+def _dataset_summary(name: str) -> str:
+    """The first line of a dataset class's docstring and its options, or why it cannot be imported."""
+    import inspect
+
+    from bench.datasets import dataset_target
+    from bench.importing import import_target
+
+    try:
+        cls = import_target(dataset_target(name))
+    except Exception as e:  # a broken third-party plugin must not hide the others
+        return f"(cannot import: {str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    doc = (inspect.getdoc(cls) or "").splitlines()
+    try:
+        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    except (TypeError, ValueError):
+        params = []
+    return f"{doc[0] if doc else ''}  options: {', '.join(params) or '-'}"
 
 
 def _list_metrics() -> None:

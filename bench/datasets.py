@@ -84,6 +84,15 @@ def dataset_names() -> list[str]:
     return sorted({*_DATASETS, *_entry_point_datasets()})
 
 
+def dataset_target(name: str) -> str:
+    """The 'module:Class' a dataset name stands for (entry points included); one line when it is unknown."""
+    if name not in _DATASETS:
+        _DATASETS.update({n: t for n, t in _entry_point_datasets().items() if n == name})
+    if name not in _DATASETS:
+        raise BenchError(f"unknown dataset {name!r} (known: {', '.join(dataset_names())})")
+    return _DATASETS[name]
+
+
 def build_dataset(name: str, options: dict[str, Any]) -> Dataset:
     from bench.importing import import_target
 

@@ -65,3 +65,11 @@ def test_two_jobs_give_the_same_numbers_as_one(tiny_suite, tmp_path):
         return sorted(zip(df.sampler, df.nfe, df.metric, df.value, strict=True))
 
     assert quality(tmp_path / "a.sqlite") == quality(tmp_path / "b.sqlite")
+
+
+def test_list_datasets_says_what_each_is_and_its_options(capsys):
+    assert main(["list", "datasets"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("gmm"))
+    assert "analytic world" in line and "options: split, components" in line
+    assert any(ln.strip().startswith("shapes") and "options: split" in ln for ln in out.splitlines())
