@@ -38,7 +38,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"from earlier runs, {len(summary.failed)} failed; {summary.skipped} skipped "
           f"({summary.wall_seconds:.1f} s{overhead})")
     if summary.shards_computed or summary.shards_reused:
-        print(f"shards: {summary.shards_computed} computed, {summary.shards_reused} reused from an interrupted run")
+        rounds = summary.round_seconds
+        timing = f" (sampling round {rounds[0]:.1f} s, scoring round {rounds[1]:.1f} s)" if len(rounds) == 2 else ""
+        print(f"shards: {summary.shards_computed} computed, {summary.shards_reused} reused from an interrupted run"
+              f"{timing}")
     print(f"results: {args.store}  (bench export --store {args.store} --run {summary.run_id})")
     from bench.report.command import report_after_run
 

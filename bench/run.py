@@ -33,6 +33,7 @@ class RunSummary:
     startup_seconds: float = 0.0  # waiting for the first worker process to start (spawn + importing torch)
     shards_computed: int = 0  # shards of sharded cells sampled in this run
     shards_reused: int = 0  # shards an interrupted run had finished (their files), not recomputed
+    round_seconds: list[float] = field(default_factory=list)  # wall time of each executor round (shards first)
 
     @property
     def ok(self) -> bool:
@@ -152,10 +153,14 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
 
         status = "interrupted"
         try:
+            t_round = time.perf_counter()
             ex.run(first_round, on_result, on_progress)
+            summary.round_seconds.append(time.perf_counter() - t_round)
             merged = [_merged_task(t, store) for t in sharded.cells.values() if t.cell.key not in sharded.gone]
             if merged:
+                t_round = time.perf_counter()
                 ex.run(merged, on_result, on_progress)
+                summary.round_seconds.append(time.perf_counter() - t_round)
             status = "failed" if summary.failed else "done"
         finally:
             bar.close()
