@@ -171,3 +171,34 @@ def test_kill_9_midway_then_resume_recomputes_only_the_missing_shards(tmp_path):
     clean = tmp_path / "clean" / "r.sqlite"
     assert main(["run", str(suite), "--store", str(clean), "--no-progress"]) == 0
     _same(clean, store)
+
+
+MIXED = """
+name: mix
+dataset: {name: gmm, split: eval, components: 4}
+samples: 96
+samples_per_resolution: {8: 32}
+base_seed: 0
+batch_size: 16
+samplers:
+  - {id: euler, adapter: analytic-euler, options: {components: 4}}
+axes: {nfe: [2], resolution: [4, 8], hardware: ["cpu:threads=1"]}
+metrics:
+  fd: {feature_space: pixels, size: 4, dim: 16, bootstrap: 20}
+report: {grid: 4}
+"""
+
+
+def test_a_suite_with_sharded_and_whole_cells_makes_one_report_without_a_trace_of_sharding(tmp_path, capsys):
+    suite = _suite(tmp_path, MIXED)
+    sharded, whole = tmp_path / "s" / "r.sqlite", tmp_path / "w" / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(sharded), "--no-progress", "--set", "shard_size=48",
+                 "--report", str(tmp_path / "s.html")]) == 0
+    assert "shards: 2 computed" in capsys.readouterr().out  # the 96-image cell in 2, the 32-image cell whole
+    assert main(["run", str(suite), "--store", str(whole), "--no-progress", "--report", str(tmp_path / "w.html")]) == 0
+    assert _quality(sharded) == _quality(whole)
+    html = (tmp_path / "s.html").read_text()
+    body = html.split("<h2>Environment and provenance")[0]  # provenance (the command line) may say it
+    assert "<h2>Environment and provenance" in html and "shard" not in body.lower() and html.count("<svg") == (tmp_path / "w.html").read_text().count("<svg")
+    df = bench.load_results(str(sharded))
+    assert sorted(df[df.metric == "fd"].resolution) == [4, 8]
