@@ -438,7 +438,7 @@ def test_a_corrupt_reference_cache_is_moved_aside_and_recomputed(tmp_path, damag
         pass
     from bench.metrics.common import base_provenance
 
-    prov = base_provenance(SimpleNamespace(images=np.zeros((8, 1)), resolution=4, seeds=[0], seed=0,
+    prov = base_provenance(SimpleNamespace(images=np.zeros((8, 1)), count=8, resolution=4, seeds=[0], seed=0,
                                            dataset=_Dataset()), None, again)
     assert "corrupt" in prov["reference"]["cache_recovered"]
 
