@@ -81,7 +81,7 @@ class ShardFiles:
     def merged(self, ranges: Sequence[tuple[int, int]]) -> dict[str, Any]:
         """The whole cell from its shards: features concatenated in image order, the counted NFE (which must
         agree), and the measurements of the first shard (memory, determinism probe, grid), with every shard's
-        wall time in `shards` (provenance only)."""
+        wall time and host (and Ray node id, on Ray) in `shards` (provenance only)."""
         parts = [self.read(r) for r in ranges]
         if any(p is None for p in parts):
             missing = [r for r, p in zip(ranges, parts, strict=True) if p is None]
@@ -100,7 +100,9 @@ class ShardFiles:
             "images": None,
             "shards": {"count": len(ranges), "ranges": [list(r) for r in ranges],
                        "wall_s": [round(float(p.get("wall_s") or 0.0), 3) for p in shards],
-                       "sample_s": [round(float((p.get("phases") or {}).get("sample", 0.0)), 3) for p in shards]},
+                       "sample_s": [round(float((p.get("phases") or {}).get("sample", 0.0)), 3) for p in shards],
+                       "hosts": [p.get("host") for p in shards],
+                       **({"nodes": [p.get("node") for p in shards]} if any(p.get("node") for p in shards) else {})},
         }
 
     def clear(self) -> None:

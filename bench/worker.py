@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -183,6 +184,7 @@ class Worker:
         if task.shard is not None:  # a shard returns its features and measurements; the cell's task scores them
             result.shard = {k: v for k, v in sampled.items() if k != "images"}
             result.shard["features"] = stream.arrays() if stream is not None else {}
+            result.shard["host"] = socket.gethostname()  # provenance: where each shard ran
             result.nfe_counted = sampled["nfe"]
             result.status = "done"
             return
@@ -305,7 +307,7 @@ class Worker:
         phases["probe"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if grid_images:
-            _save_grid(torch.cat(grid_images), Path(task.samples_dir))
+            _save_grid(torch.cat(grid_images), Path(task.samples_dir), start=lo)
         phases["save"] = time.perf_counter() - t0
         describe = getattr(sampler, "provenance_for", None)  # diffusers adapters: the recipe row this cell ran
         return {
@@ -326,11 +328,13 @@ def _check_capabilities(sampler: Any, cell: Cell, hw: Any) -> None:
         raise BenchError(f"sampler {cell.sampler_id!r} ({cell.adapter}) {reason}")
 
 
-def _save_grid(images: Any, folder: Path) -> None:
+def _save_grid(images: Any, folder: Path, start: int = 0) -> None:
+    """Grid images named by their image index (from `start`), so shards that each hold part of the grid fill
+    one folder without overwriting each other."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
+    for i, img in enumerate(images, start):
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
 
 

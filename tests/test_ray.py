@@ -240,3 +240,75 @@ def test_multinode_cluster_shares_reference_statistics_and_routes_labels(tmp_pat
     for r in fd.values():
         assert sorted(p.name for p in Path(r.samples_dir).glob("*.png")) == ["000.png", "001.png"]
     assert any((tmp_path / "cache" / "reference_stats").glob("ref-*.npz"))
+
+
+# -- sharded cells (issue 17) ------------------------------------------------------------------------------------
+def _sharded_suite(tmp_path: Path, adapter: str, options: str) -> Path:
+    """The shards tests' analytic cell (96 images, batches of 16, a grid of 20 that spans two shards of 16)."""
+    from tests.test_shards import ANALYTIC
+
+    suite = tmp_path / "shards.yaml"
+    suite.write_text(ANALYTIC.format(adapter=adapter, options=options).lstrip())
+    return suite
+
+
+def _shard_info(store: Path) -> dict:
+    with sqlite3.connect(store) as db:
+        (info,) = db.execute("SELECT info FROM cells").fetchone()
+    return json.loads(info)["shards"]
+
+
+def _same_as_whole(whole: Path, sharded: Path) -> None:
+    """Every quality number and per-image evidence of the local unsharded cell, and its grid, byte for byte."""
+    from tests.test_shards import _same
+
+    _same(whole, sharded)
+    grid = sorted((whole.parent / "samples").rglob("*.png"))
+    assert len(grid) == 20
+    assert [p.name for p in sorted((sharded.parent / "samples").rglob("*.png"))] == [p.name for p in grid]
+    assert [p.read_bytes() for p in sorted((sharded.parent / "samples").rglob("*.png"))] == \
+        [p.read_bytes() for p in grid]
+    assert not any((sharded.parent / "shards").rglob("*.npz"))  # shard files go once the cell is committed
+
+
+def test_a_sharded_cell_on_ray_scores_exactly_the_local_whole_cell(tmp_path):
+    suite = _sharded_suite(tmp_path, "analytic-euler", "{components: 4}")
+    whole, sharded = tmp_path / "whole" / "r.sqlite", tmp_path / "ray" / "r.sqlite"
+    assert run_suite(suite, whole, progress=False).ok
+    summary = run_suite(suite, sharded, executor="ray", progress=False, overrides=["shard_size=16"])
+    assert summary.ok and summary.computed == 1 and summary.shards_computed == 6, summary.failed
+    _same_as_whole(whole, sharded)
+    shards = _shard_info(sharded)
+    assert shards["ranges"] == [[i, i + 16] for i in range(0, 96, 16)]
+    assert len(shards["nodes"]) == 6 and all(shards["nodes"]) and all(shards["hosts"])
+
+
+def test_shards_of_one_cell_run_on_two_nodes_and_merge_to_the_local_numbers(tmp_path, ray_root):
+    """A head and a second raylet with its own custom resource, one CPU each: two actors, one per node, share
+    the six shards; one node is the driver's, the other sends its features (and grid part) back through Ray."""
+    from ray.cluster_utils import Cluster
+
+    from bench.executors.ray import loopback_only
+
+    # a slow sampler (0.5 s a call, about 1 s a shard) so that neither actor finishes every shard alone
+    suite = _sharded_suite(tmp_path, "'tests.plugins.crashy:SlowSampler'", "{components: 4, delay: 0.5}")
+    whole, sharded = tmp_path / "whole" / "r.sqlite", tmp_path / "ray" / "r.sqlite"
+    assert run_suite(suite, whole, progress=False).ok
+    ray_tmp = str(ray_root / "nodes")
+    node_args = {"temp_dir": ray_tmp, "env_vars": {"PYTHONPATH": str(ROOT)}}
+    with loopback_only():
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "include_dashboard": False, "_system_config": {"enable_autoscaler_v2": True},
+            **node_args})
+        try:
+            head = cluster.head_node.node_id  # read before shutdown, which forgets the head
+            second = cluster.add_node(num_cpus=1, resources={"shard-node": 1}, **node_args)
+            cluster.wait_for_nodes()
+            summary = run_suite(suite, sharded, executor="ray", progress=False, overrides=["shard_size=16"],
+                                executor_options={"address": cluster.address})
+        finally:
+            cluster.shutdown()
+    assert summary.ok and summary.shards_computed == 6, summary.failed
+    nodes = _shard_info(sharded)["nodes"]
+    assert len(nodes) == 6 and set(nodes) == {head, second.node_id}, nodes
+    _same_as_whole(whole, sharded)

@@ -21,6 +21,12 @@ a local worker does. An actor on another node works in a scratch folder; its gri
 and the driver writes them. Reference statistics are computed once per key: the first cell of a key runs
 alone, the files it wrote under `<cache>/reference_stats` go into the object store (`ray.put`, once), and every
 later cell receives their refs and finds them in its cache before it starts.
+
+Sharded cells (bench.shards): each shard is a task of its own (keyed by cell and image range), in groups by
+image range, so the shards of one cell run side by side on different actors and nodes. A shard returns its
+features (and the node that sampled it) in the result; the driver writes the shard file, so no worker needs the
+driver's filesystem. A shard reads no reference statistics; the cell's merged task (its features sent with
+the task) scores them and times the sampler, once.
 """
 
 from __future__ import annotations
@@ -219,11 +225,15 @@ class BenchWorker:
         result.info["executor"] = {"name": "ray", **self.ready()}
         out = Outcome(result)
         out.references = {n: (refs_dir / n).read_bytes() for n, s in after.items() if before.get(n) != s}
-        if self.scratch is not None and result.samples_dir:
-            folder = Path(result.samples_dir)  # the grid, and saved samples in saved/ (sidecar sorts last)
+        written = result.samples_dir  # the grid, and saved samples in saved/ (sidecar sorts last)
+        if result.shard is not None:
+            result.shard["node"] = self.node  # provenance: which node sampled this shard
+            written = task.samples_dir if result.shard.get("grid_saved") else None  # its part of the grid
+        if self.scratch is not None and written:
+            folder = Path(written)
             out.grid = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
                         if p.is_file()}
-            shutil.rmtree(result.samples_dir, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
         return out
 
     def _availability(self, hardware: str) -> str | None:
@@ -259,10 +269,18 @@ class _Slot:
     finished_cells: int = 0
 
 
+def task_id(task: CellTask) -> tuple[str, tuple[int, int] | None]:
+    """A task's identity in a run: its cell, and its image range when it is one shard of a sharded cell."""
+    return task.cell.key, task.shard
+
+
 def reference_key(task: CellTask) -> str | None:
-    """Cells with the same key read the same reference statistics (None: the cell has no quality metric)."""
+    """Cells with the same key read the same reference statistics (None: the cell has no quality metric, or
+    the task is a shard, which only samples and embeds: its cell's merged task reads the references)."""
     from bench.metrics import SYSTEM_METRICS
 
+    if task.shard is not None:
+        return None
     quality = {k: v for k, v in task.metrics.items() if k not in SYSTEM_METRICS}
     if not quality:
         return None
@@ -397,7 +415,7 @@ class _Run:
     def __init__(self, ex: RayExecutor, ray: Any, tasks: list[CellTask], on_result: OnResult,
                  progress: OnProgress) -> None:
         self.ex, self.ray, self.on_result, self.progress = ex, ray, on_result, progress
-        self.originals = {t.cell.key: t for t in tasks}
+        self.originals = {task_id(t): t for t in tasks}  # shards of one cell are tasks of their own
         # when Ray was ready: a skip's delay is Ray's start-up (if it outlasted planning) plus this check
         self.info = {"executor": {"name": "ray", "ray_ready_at": ex.ready_at, "ray_startup_s": ex.startup_seconds}}
         self.client = _is_client(ray)
@@ -405,12 +423,13 @@ class _Run:
         self.actor_cls = ray.remote(max_restarts=0, max_task_retries=0)(BenchWorker)
         nodes = _alive_nodes(ray)
         self.requests = {hw: resource_request(hw, nodes) for hw in dict.fromkeys(t.cell.hardware for t in tasks)}
-        # (sampler, hardware) groups in plan order; each label's groups wait in a queue for an actor
-        groups: dict[tuple[str, str], deque[CellTask]] = {}
+        # (sampler, hardware) groups in plan order; each label's groups wait in a queue for an actor. Shards go
+        # in groups by image range, so the shards of one cell run side by side on different actors.
+        groups: dict[tuple[str, str, tuple[int, int] | None], deque[CellTask]] = {}
         for t in tasks:
-            groups.setdefault((t.cell.sampler_id, t.cell.hardware), deque()).append(t)
+            groups.setdefault((t.cell.sampler_id, t.cell.hardware, t.shard), deque()).append(t)
         self.queues: dict[str, deque[deque[CellTask]]] = {}
-        for (_, hw), group in groups.items():
+        for (_, hw, _), group in groups.items():
             self.queues.setdefault(hw, deque()).append(group)
         self.slots: list[_Slot] = []
         self.quick_deaths: dict[str, int] = {}
@@ -432,7 +451,7 @@ class _Run:
         for group in queue:
             while group:
                 task = group.popleft()
-                self.on_result(self.originals[task.cell.key], _result(task, status, reason, info=self.info))
+                self.on_result(self.originals[task_id(task)], _result(task, status, reason, info=self.info))
 
     def _spawn(self, hw: str) -> None:
         req = self.requests[hw]
@@ -533,7 +552,7 @@ class _Run:
                 self._retire(slot, graceful=True)  # nothing left for this label: free its resources
 
     def _finish(self, task: CellTask, out: Outcome) -> None:
-        original = self.originals[task.cell.key]
+        original = self.originals[task_id(task)]
         result = out.result
         if out.grid:
             write_missing(Path(original.samples_dir), out.grid)
@@ -572,7 +591,7 @@ class _Run:
         rkey = reference_key(task)
         if rkey is not None and self.producers.get(rkey) == task.cell.key:
             self.producers[rkey] = None
-        self.on_result(self.originals[task.cell.key], _result(task, "failed", reason, started, self.info))
+        self.on_result(self.originals[task_id(task)], _result(task, "failed", reason, started, self.info))
 
     def _check_time(self) -> None:
         now = time.time()
