@@ -97,16 +97,16 @@ def test_a_sharded_cell_scores_exactly_the_whole_cell_analytic_world(tmp_path, c
     whole, sharded = tmp_path / "whole" / "r.sqlite", tmp_path / "sharded" / "r.sqlite"
     assert main(["run", str(suite), "--store", str(whole), "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["run", str(suite), "--store", str(sharded), "--no-progress", "--set", "shard_size=30",
-                 "--jobs", jobs]) == 0
-    assert "shards: 3 computed, 0 reused" in capsys.readouterr().out
+    assert main(["run", str(suite), "--store", str(sharded), "--no-progress", "--set", "shard_size=12",
+                 "--jobs", jobs]) == 0  # rounded up to the batch: 6 shards of 16
+    assert "shards: 6 computed, 0 reused" in capsys.readouterr().out
     _same(whole, sharded)
     with Store(sharded, readonly=True) as st:
         (key,) = st.done_keys()
         info = st.db.execute("SELECT info FROM cells").fetchone()[0]
-    assert '"ranges": [[0, 32], [32, 64], [64, 96]]' in info  # provenance says how it was split
+    assert '"ranges": [[0, 16], [16, 32], [32, 48], [48, 64], [64, 80], [80, 96]]' in info  # the split, in provenance
     assert not (sharded.parent / "shards" / key).exists()  # shard files go once the cell is committed
-    # the grid (20 images: shard 0 and part of shard 1) is the whole cell's
+    # the grid (20 images: shard 0 and part of shard 1) is the whole cell's, file for file
     grid = sorted((whole.parent / "samples").rglob("*.png"))
     assert len(grid) == 20
     assert [p.read_bytes() for p in grid] == [p.read_bytes() for p in sorted((sharded.parent / "samples").rglob("*.png"))]

@@ -52,8 +52,13 @@ class FeatureStream:
     def __init__(self, ctx: QualityContext, requests: list[FeatureRequest]) -> None:
         self.ctx = ctx
         self.spaces: dict[str, tuple[Any, int]] = {}
+        self.unavailable: dict[str, str] = {}  # metric -> why its space did not load (the metric fails alone)
         for r in requests:
-            space = get_space(ctx, r.metric, dict(r.options))
+            try:
+                space = get_space(ctx, r.metric, dict(r.options))
+            except Exception as e:  # missing weights: that metric fails with this error when it runs
+                self.unavailable[r.metric] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                continue
             self.spaces.setdefault(space.id, (space, r.batch_size))
         self.parts: dict[str, list[np.ndarray]] = {sid: [] for sid in self.spaces}
 
