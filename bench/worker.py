@@ -338,11 +338,29 @@ def _save_grid(images: Any, folder: Path, start: int = 0) -> None:
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
 
 
-def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
+def _timed_batch(sampler: Any, task: CellTask, cond: Any, b: int) -> Callable[[], Any]:
+    """One sample() call of `b` images (the cell's first images, repeated when b > samples): what latency and
+    throughput time."""
     from bench.adapters.protocol import SampleRequest
+    from bench.runtime import image_seeds
+
+    idx = [i % task.samples for i in range(b)]
+    req = SampleRequest(
+        seeds=image_seeds(task.base_seed, idx), nfe=task.cell.nfe, height=task.cell.resolution,
+        width=task.cell.resolution, guidance=task.cell.guidance,
+        prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
+        labels=[cond.labels[i] for i in idx] if cond.labels else None, extra=task.cell.spec.request_extra(),
+    )
+
+    def one_batch() -> Any:
+        return sampler.sample(req)
+
+    return one_batch
+
+
+def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
     from bench.metrics import latency
     from bench.metrics.registry import MetricResult
-    from bench.runtime import image_seeds
 
     opts = latency.LatencyOptions.model_validate(task.metrics.get("latency") or {})
     sizes = sorted(set(opts.batch_sizes))
@@ -351,15 +369,7 @@ def _latency(sampler: Any, task: CellTask, cond: Any, device: Any) -> list[Any]:
     protocol = {"min_runs": opts.min_runs, "max_time": opts.max_time, "max_iqr_rel": opts.max_iqr_rel}
     out = []
     for b in sizes:
-        idx = [i % task.samples for i in range(b)]
-        req = SampleRequest(
-            seeds=image_seeds(task.base_seed, idx), nfe=task.cell.nfe, height=task.cell.resolution,
-            width=task.cell.resolution, guidance=task.cell.guidance,
-            prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
-            labels=[cond.labels[i] for i in idx] if cond.labels else None, extra=task.cell.spec.request_extra(),
-        )
-        def one_batch(req: SampleRequest = req) -> Any:
-            return sampler.sample(req)
+        one_batch = _timed_batch(sampler, task, cond, b)
 
         nets = list(sampler.networks()) if opts.phases else []  # the phase split hooks the counted networks
         with latency.PhaseClock(nets, device) as clock:
@@ -406,10 +416,8 @@ def _throughput(sampler: Any, task: CellTask, cond: Any, device: Any, opts: Any,
     emptied). Each candidate gets the latency protocol's adaptive timing; the result keeps every batch tried."""
     import torch
 
-    from bench.adapters.protocol import SampleRequest
     from bench.metrics import latency
     from bench.metrics.registry import MetricResult
-    from bench.runtime import image_seeds
 
     per_image = next((m for m in timed if m.name == "latency_ms_per_image"), None)
     tried: list[dict[str, Any]] = []
@@ -421,15 +429,7 @@ def _throughput(sampler: Any, task: CellTask, cond: Any, device: Any, opts: Any,
     stopped = f"cap {opts.throughput_max_batch}"
     b = largest * 2
     while b <= opts.throughput_max_batch:
-        idx = [i % task.samples for i in range(b)]
-        req = SampleRequest(
-            seeds=image_seeds(task.base_seed, idx), nfe=task.cell.nfe, height=task.cell.resolution,
-            width=task.cell.resolution, guidance=task.cell.guidance,
-            prompts=[cond.prompts[i] for i in idx] if cond.prompts else None,
-            labels=[cond.labels[i] for i in idx] if cond.labels else None, extra=task.cell.spec.request_extra(),
-        )
-        def one_batch(req: SampleRequest = req) -> Any:
-            return sampler.sample(req)
+        one_batch = _timed_batch(sampler, task, cond, b)
 
         try:
             r = latency.measure(one_batch, b, device, warmup=1,
