@@ -18,7 +18,6 @@ without a fingerprint (third-party) is "unknown". Anything else in a file is a o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -63,14 +62,6 @@ class StatsFile:
                "n": None if self.stats.n < 0 else int(self.stats.n), "feature_dim": self.stats.dim,
                "fingerprint": self.fingerprint, "source": self.source}
         return out if self.arr_0_rows is None else {**out, "arr_0_rows": self.arr_0_rows}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _rows_of(path: Path, name: str) -> int | None:
@@ -124,6 +115,8 @@ def load_stats_file(path: str | Path, expect_sha256: str | None = None) -> Stats
     p = Path(path).expanduser()
     if not p.is_file():
         raise BenchError(f"{p}: no such reference statistics file")
+    from bench.metrics.features import file_sha256  # function-level: it imports torch
+
     sha = file_sha256(p)
     if expect_sha256 and sha != expect_sha256:
         raise BenchError(f"{p}: its sha256 {sha[:16]}... is not the {expect_sha256[:16]}... recorded when the suite "
