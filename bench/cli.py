@@ -23,14 +23,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.report and Path(args.report).is_dir():
         raise BenchError(f"--report {args.report} is a folder; give a file name such as "
                          f"{Path(args.report) / 'report.html'}")
+    if args.devices not in ("auto", "none"):  # a malformed list is reported before anything runs
+        from bench.hardware import worker_devices
+
+        worker_devices(args.devices, args.jobs)
     if args.dry_run:
-        return _dry_run(args.suite, args.set, args.store, args.force)
+        return _dry_run(args.suite, args.set, args.store, args.force,
+                        jobs=args.jobs if args.executor == "local" else None)
     from bench.run import run_suite
 
     summary = run_suite(args.suite, args.store, executor=args.executor, jobs=args.jobs, force=args.force,
                         isolate=args.isolate, allow_download=args.allow_download, progress=not args.no_progress,
                         argv=sys.argv, executor_options={"address": args.address} if args.address else None,
-                        overrides=args.set)
+                        overrides=args.set, devices=args.devices)
     n_planned = sum(c.status == "planned" for c in summary.cells)
     overhead = (f", harness overhead {100 * summary.overhead_fraction:.1f}%, worker start-up "
                 f"{summary.startup_seconds:.1f} s" if summary.computed else "")
@@ -54,13 +59,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(suite_path: str, overrides: list[str], store_path: str, force: bool) -> int:
+def _dry_run(suite_path: str, overrides: list[str], store_path: str, force: bool, jobs: int | None = 1) -> int:
+    """The plan as a table; `jobs`: the local workers `shard_size: auto` splits for (None: a Ray cluster's, not
+    known without connecting)."""
     from bench.plan import plan
     from bench.store import Store
     from bench.suite import load_suite
 
     suite = load_suite(suite_path, overrides)
-    cells = plan(suite)
+    cells = plan(suite, workers=None if jobs is None else (lambda hardware: jobs))
     done: set[str] = set()
     if Path(store_path).exists():  # the store the run would write: unreadable is an error now, not after planning
         with Store(store_path, readonly=True) as store:
@@ -467,6 +474,11 @@ def _register_run(sub: Any) -> None:
     r.add_argument("--force", action="store_true", help="recompute cells already done in the store")
     r.add_argument("--jobs", type=int, default=1, help="worker processes in parallel (default 1: fair timings)")
     r.add_argument("--isolate", action="store_true", help="a fresh worker process for every cell")
+    r.add_argument("--devices", default="auto", metavar="auto|none|0,1,...",
+                   help="GPUs the local workers spread over, one per worker (CUDA_VISIBLE_DEVICES): auto (default) "
+                        "= every visible GPU when there are several and --jobs > 1, so --jobs 8 on 8 GPUs runs a "
+                        "sharded cuda cell's shards one per GPU; none = every worker sees every GPU; or a list. "
+                        "A suite with cells that name cuda:N runs unpinned")
     r.add_argument("--executor", default="local", choices=["local", "ray"], help="where cells run")
     r.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     r.add_argument("--allow-download", action="store_true", help="let feature extractors download weights")

@@ -112,6 +112,32 @@ class HardwareSpec:
         return getattr(torch, self.dtype)
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, named as CUDA_VISIBLE_DEVICES names them (ids or UUIDs)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def worker_devices(option: str, jobs: int) -> list[str]:
+    """`bench run --devices`: the GPUs local workers are spread over, one each. `auto`: every visible GPU when
+    there are several and several workers; `none`: no pinning (every worker sees every GPU); else a comma list."""
+    option = option.strip()
+    if option == "none":
+        return []
+    if option == "auto":
+        gpus = visible_gpus()
+        return gpus if jobs > 1 and len(gpus) > 1 else []
+    devices = [d.strip() for d in option.split(",")]
+    if not all(re.fullmatch(r"[A-Za-z0-9_-]+", d) for d in devices):
+        raise BenchError(f"--devices {option!r}: expected auto, none or a comma list of CUDA device ids (0,1,2)")
+    return devices
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +90,11 @@ def _build(suite: Suite, spec: SamplerSpec, sampler_id: str, options: dict[str, 
         raise BenchError(f"{suite.path}: sampler {sampler_id!r}: {e}") from None
 
 
-def plan(suite: Suite, check_hardware: bool = True) -> list[Cell]:
-    """Every cell of the suite, planned or skipped with the reason (nothing is silently dropped)."""
+def plan(suite: Suite, check_hardware: bool = True, workers: Callable[[str], int] | None = None) -> list[Cell]:
+    """Every cell of the suite, planned or skipped with the reason (nothing is silently dropped).
+
+    `workers(hardware label)`: how many tasks of that hardware the executor runs at once, for `shard_size: auto`
+    (None: not known here, e.g. a dry run for a Ray cluster; auto cells then plan whole, and say so)."""
     m = suite.model
     metrics = {k: dict(v or {}) for k, v in m.metrics.items()}
     dataset = {"name": m.dataset.name, **m.dataset.options()}
@@ -125,20 +129,27 @@ def plan(suite: Suite, check_hardware: bool = True) -> list[Cell]:
                                 grid=m.report.grid, variant=variant, dataset_key=dataset_key, save_samples=saved)
                             cells.append(Cell(cell_spec, "skipped" if reason else "planned", reason))
     _check_unique(suite, cells)
-    return [_sharded(c, m.shard_size, m.batch_size) for c in cells] if m.shard_size else cells
+    return [_sharded(c, m.shard_size, m.batch_size, workers) for c in cells] if m.shard_size else cells
 
 
-def _sharded(cell: Cell, shard_size: int, batch_size: int) -> Cell:
+def _sharded(cell: Cell, shard_size: int | str, batch_size: int, workers: Callable[[str], int] | None) -> Cell:
     """The cell with its image ranges when the suite shards it; a cell stays whole, with the reason, when a metric
     needs the images themselves (its features cannot be merged) or saved samples are asked for."""
     from dataclasses import replace
 
     from bench.metrics.streaming import feature_requests
-    from bench.shards import shard_ranges
+    from bench.shards import auto_shard_size, shard_ranges
 
     if cell.status != "planned":
         return cell
-    ranges = shard_ranges(cell.spec.samples, batch_size, shard_size)
+    if shard_size == "auto":
+        if workers is None:
+            return replace(cell, shard_note="shard_size auto: split when the run knows its workers")
+        size = auto_shard_size(cell.spec.samples, batch_size, workers(cell.hardware))
+        if size is None:
+            return cell
+        shard_size = size
+    ranges = shard_ranges(cell.spec.samples, batch_size, int(shard_size))
     if len(ranges) < 2:
         return cell
     requests, why = feature_requests(cell.spec.metrics)

@@ -83,13 +83,19 @@ def _summarise_metrics(result: CellResult) -> str:
 def run_suite(suite_path: str | Path, store_path: str | Path = DEFAULT_STORE, *, executor: str = "local",
               jobs: int = 1, force: bool = False, isolate: bool = False, allow_download: bool = False,
               progress: bool = True, argv: list[str] | None = None, executor_options: dict[str, Any] | None = None,
-              overrides: Sequence[str] = ()) -> RunSummary:
+              overrides: Sequence[str] = (), devices: str = "auto") -> RunSummary:
     """Run every planned cell not already done in the store; failed cells do not stop the sweep.
 
-    `overrides` are `KEY=VALUE` suite edits (`bench run --set`), applied before validation.
+    `overrides` are `KEY=VALUE` suite edits (`bench run --set`), applied before validation. `devices` spreads the
+    local workers over GPUs, one each (bench.hardware.worker_devices).
     """
     t_start = time.perf_counter()
-    ex = _executor(executor, jobs, 1800.0, isolate, executor_options or {}, Path(store_path).parent)
+    options = dict(executor_options or {})
+    if executor == "local":
+        from bench.hardware import worker_devices
+
+        options["devices"] = worker_devices(devices, jobs)
+    ex = _executor(executor, jobs, 1800.0, isolate, options, Path(store_path).parent)
     if hasattr(ex, "prestart"):
         ex.prestart()  # worker imports overlap suite validation and planning
     try:
@@ -105,7 +111,10 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
     from bench.hardware import fingerprint, library_versions
 
     suite = load_suite(suite_path, overrides)
-    cells = plan(suite, check_hardware=executor != "ray")  # on Ray the cluster, not this machine, decides
+    # on Ray the cluster, not this machine, decides; `shard_size: auto` asks the executor how many run at once
+    cells = plan(suite, check_hardware=executor != "ray", workers=getattr(ex, "parallelism", None))
+    if getattr(ex, "devices", None) and any(_names_gpu_index(c.hardware) for c in cells if c.status == "planned"):
+        ex.unpin()  # a pinned worker sees one GPU, as cuda:0; a cell that names cuda:N needs them all
     with Store(store_path) as store:
         keys = [c.key for c in cells if c.status == "planned"]
         done = set() if force else store.done_keys(keys)
@@ -122,6 +131,7 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
         first_round, sharded = _expand_shards(tasks, store, force, summary)
 
         def on_result(task: CellTask, result: CellResult) -> None:
+            cell_progress.finish(task.label)
             if task.shard is not None:
                 _on_shard(task, result, store, sharded, summary)
                 if task.cell.key in sharded.failed:
@@ -146,10 +156,11 @@ def _run(ex: Any, t_start: float, suite_path: str | Path, store_path: str | Path
                 bar.write(f"FAILED {task.cell.label}: {result.error}")
             bar.update(1)
 
-        cell_progress = CellProgress()
+        cell_progress = CellProgress(first_round)
 
         def on_progress(label: str, message: str) -> None:
-            bar.set_description_str(f"{label} [{cell_progress.update(label, message)}]", refresh=True)
+            text = cell_progress.update(label, message)
+            bar.set_description_str(f"{cell_progress.title(label)} [{text}]", refresh=True)
 
         status = "interrupted"
         try:
@@ -227,12 +238,16 @@ def _merged_task(task: CellTask, store: Store) -> CellTask:
     return replace(task, merged=ShardFiles(store.root, task.cell.key).merged(task.cell.shards))
 
 
+def _names_gpu_index(hardware: str) -> bool:
+    return re.match(r"^cuda:\d", hardware) is not None
+
+
 def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict[str, Any],
               run_dir: Path | None = None) -> Any:
     if name == "local":
         from bench.executors.local import LocalExecutor
 
-        return LocalExecutor(jobs=jobs, timeout=timeout, isolate=isolate)
+        return LocalExecutor(jobs=jobs, timeout=timeout, isolate=isolate, devices=options.get("devices", ()))
     if name == "ray":
         try:
             from bench.executors.ray import RayExecutor
@@ -248,27 +263,81 @@ PROGRESS_INTERVAL = 30.0
 variable BENCH_PROGRESS_INTERVAL overrides it."""
 
 
-class CellProgress:
-    """Images sampled in the current cell, its rate and ETA, from the worker's `sample DONE/N` messages."""
+@dataclass
+class _Sampling:
+    t0: float
+    done: int = 0
 
-    def __init__(self) -> None:
-        self.label, self.t0, self.done, self.total = "", 0.0, 0, 0
+
+@dataclass
+class _ShardedCell:
+    total: int  # the cell's images
+    finished: int  # images in shards already done (reused from an interrupted run, or finished in this run)
+    labels: list[str] = field(default_factory=list)  # its shard tasks in this run
+    t0: float | None = None  # the first shard's start of sampling
+
+
+class CellProgress:
+    """Images sampled per cell, with rate and ETA, from the workers' `sample DONE/N` messages. The shards of a
+    sharded cell count together: images done over the whole cell (shards finished, reused and running), at the
+    cell's rate since its first shard began sampling, so the ETA is the cell's, not one shard's."""
+
+    def __init__(self, tasks: Sequence[CellTask] = ()) -> None:
+        self.label, self.done, self.total = "", 0, 0  # the last update's cell and its count
+        self._runs: dict[str, _Sampling] = {}  # by task label, while the task runs
+        self._shard_of: dict[str, tuple[str, int]] = {}  # shard task label -> (cell label, its images)
+        self._cells: dict[str, _ShardedCell] = {}
+        for t in tasks:
+            if t.shard is not None:
+                size = t.shard[1] - t.shard[0]
+                self._shard_of[t.label] = (t.cell.label, size)
+                cell = self._cells.setdefault(t.cell.label, _ShardedCell(t.cell.spec.samples, t.cell.spec.samples))
+                cell.finished -= size
+                cell.labels.append(t.label)
+
+    def title(self, label: str) -> str:
+        """What the bar shows for a task: a shard shows its cell."""
+        return self._shard_of[label][0] if label in self._shard_of else label
 
     def update(self, label: str, message: str) -> str:
         """The text to show for this message: the phase, or images done with rate and ETA while sampling."""
         now = time.perf_counter()
-        if label != self.label or message == "sample":  # the worker says "sample" as sampling starts
-            self.label, self.t0, self.done, self.total = label, now, 0, 0
+        if message == "sample" or label not in self._runs:  # the worker says "sample" as sampling starts
+            self._runs[label] = _Sampling(now)
         m = _SAMPLED.match(message)
         if not m:
+            self.label, self.done, self.total = self.title(label), 0, 0
             return message
-        self.done, self.total = int(m.group(1)), int(m.group(2))
-        elapsed = now - self.t0
-        if self.done <= 0 or elapsed <= 0:
-            return f"sampled {self.done}/{self.total} images"
-        rate = self.done / elapsed
-        return (f"sampled {self.done}/{self.total} images, {rate:.3g} img/s, "
-                f"sampling eta {(self.total - self.done) / rate:.0f} s")
+        run = self._runs[label]
+        run.done = int(m.group(1))
+        if label not in self._shard_of:
+            self.label, self.done, self.total = label, run.done, int(m.group(2))
+            return self._text(self.done, self.total, now - run.t0, run.done, "")
+        cell_label, _ = self._shard_of[label]
+        cell = self._cells[cell_label]
+        if cell.t0 is None:
+            cell.t0 = run.t0
+        running = [self._runs[x] for x in cell.labels if x in self._runs]
+        this_run = sum(r.done for r in running) + cell.finished - (cell.total - sum(
+            self._shard_of[x][1] for x in cell.labels))
+        self.label, self.done, self.total = cell_label, cell.finished + sum(r.done for r in running), cell.total
+        return self._text(self.done, self.total, now - cell.t0, this_run,
+                          f" ({len(running)} of {len(cell.labels)} shards running)")
+
+    def finish(self, label: str) -> None:
+        """A task's result arrived: a finished shard's images count as done for its cell."""
+        self._runs.pop(label, None)
+        if label in self._shard_of:
+            cell_label, size = self._shard_of[label]
+            self._cells[cell_label].finished += size
+
+    @staticmethod
+    def _text(done: int, total: int, elapsed: float, sampled_now: int, shards: str) -> str:
+        if sampled_now <= 0 or elapsed <= 0:
+            return f"sampled {done}/{total} images{shards}"
+        rate = sampled_now / elapsed
+        return (f"sampled {done}/{total} images{shards}, {rate:.3g} img/s, "
+                f"sampling eta {(total - done) / rate:.0f} s")
 
 
 class _LineProgress:

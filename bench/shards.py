@@ -38,6 +38,19 @@ def shard_ranges(samples: int, batch_size: int, shard_size: int) -> list[tuple[i
     return [(lo, min(lo + size, samples)) for lo in range(0, samples, size)]
 
 
+AUTO_MAX_SHARD = 10_000
+"""`shard_size: auto` never makes a shard larger than this, so a long cell resumes in pieces even on one worker."""
+
+
+def auto_shard_size(samples: int, batch_size: int, workers: int) -> int | None:
+    """`shard_size: auto`: one shard per worker that can run the cell at once, and at most AUTO_MAX_SHARD images
+    per shard; None (the cell stays whole) when that is a single shard."""
+    count = max(workers, math.ceil(samples / AUTO_MAX_SHARD))
+    if count < 2 or samples <= batch_size:
+        return None
+    return math.ceil(samples / count)
+
+
 class ShardFiles:
     """The finished shards of one cell, as files under the store's folder."""
 
@@ -102,7 +115,9 @@ class ShardFiles:
                        "wall_s": [round(float(p.get("wall_s") or 0.0), 3) for p in shards],
                        "sample_s": [round(float((p.get("phases") or {}).get("sample", 0.0)), 3) for p in shards],
                        "hosts": [p.get("host") for p in shards],
-                       **({"nodes": [p.get("node") for p in shards]} if any(p.get("node") for p in shards) else {})},
+                       **({"nodes": [p.get("node") for p in shards]} if any(p.get("node") for p in shards) else {}),
+                       **({"devices": [p.get("device") for p in shards]}
+                          if any(p.get("device") is not None for p in shards) else {})},
         }
 
     def clear(self) -> None:

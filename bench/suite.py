@@ -299,10 +299,11 @@ class SuiteModel(_Strict):
         "when larger images cost too much; quality numbers are comparable only between cells with the same count.")
     base_seed: int = Field(default=0, ge=0, description="Image i uses seed base_seed + i for every sampler.")
     batch_size: int = Field(default=64, gt=0, description="Batch size for quality sampling.")
-    shard_size: int | None = Field(default=None, gt=0, description="Split each cell's quality sampling into shards "
-                                   "of this many images (rounded up to a multiple of batch_size) that run as "
-                                   "separate tasks (--jobs, Ray) and resume one by one; the numbers are the same "
-                                   "as unsharded. Default: cells are not split.")
+    shard_size: int | Literal["auto"] | None = Field(
+        default=None, description="Split each cell's quality sampling into shards of this many images (rounded up "
+        "to a multiple of batch_size) that run as separate tasks (--jobs, one per GPU, Ray) and resume one by one; "
+        "the numbers are the same as unsharded. `auto`: one shard per worker that can run the cell at once (--jobs "
+        "locally, the cluster's capacity on Ray), and shards of at most 10,000 images. Default: cells are not split.")
     timeout: float = Field(default=1800, gt=0, description="Seconds before a cell is killed and failed.")
     samplers: list[SamplerSpec]
     axes: Axes
@@ -319,6 +320,13 @@ class SuiteModel(_Strict):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("name must be letters, digits, '_', '-' or '.' (it names files)")
+        return v
+
+    @field_validator("shard_size")
+    @classmethod
+    def _shard_size(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("shard_size must be a positive number of images, or auto")
         return v
 
     @field_validator("samples_per_resolution")

@@ -185,6 +185,8 @@ class Worker:
             result.shard = {k: v for k, v in sampled.items() if k != "images"}
             result.shard["features"] = stream.arrays() if stream is not None else {}
             result.shard["host"] = socket.gethostname()  # provenance: where each shard ran
+            if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # the GPU(s) it saw: one, when pinned
+                result.shard["device"] = os.environ["CUDA_VISIBLE_DEVICES"]
             result.nfe_counted = sampled["nfe"]
             result.status = "done"
             return

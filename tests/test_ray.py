@@ -283,6 +283,27 @@ def test_a_sharded_cell_on_ray_scores_exactly_the_local_whole_cell(tmp_path):
     assert len(shards["nodes"]) == 6 and all(shards["nodes"]) and all(shards["hosts"])
 
 
+def test_shard_size_auto_on_ray_splits_a_cell_for_the_actors_the_cluster_holds(tmp_path):
+    """`shard_size: auto` asks the cluster: a local instance has os.cpu_count() CPUs, so that many
+    `cpu:threads=1` actors at once, and the cell splits for them (when the machine has more than one core)."""
+    import os
+
+    from bench.shards import auto_shard_size, shard_ranges
+
+    suite = _sharded_suite(tmp_path, "analytic-euler", "{components: 4}")
+    whole, auto = tmp_path / "whole" / "r.sqlite", tmp_path / "ray" / "r.sqlite"
+    assert run_suite(suite, whole, progress=False).ok
+    summary = run_suite(suite, auto, executor="ray", progress=False, overrides=["shard_size=auto"])
+    size = auto_shard_size(96, 16, os.cpu_count() or 1)
+    expected = shard_ranges(96, 16, size) if size else [(0, 96)]
+    assert summary.ok and summary.shards_computed == (len(expected) if size else 0), summary.failed
+    if size:
+        assert _shard_info(auto)["ranges"] == [list(r) for r in expected]
+    from tests.test_shards import _same
+
+    _same(whole, auto)
+
+
 def test_shards_of_one_cell_run_on_two_nodes_and_merge_to_the_local_numbers(tmp_path, ray_root):
     """A head and a second raylet with its own custom resource, one CPU each: two actors, one per node, share
     the six shards; one node is the driver's, the other sends its features (and grid part) back through Ray."""

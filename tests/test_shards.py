@@ -3,6 +3,7 @@ shard after kill -9, fails with the shard that failed, and stays whole when a me
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -202,3 +203,100 @@ def test_a_suite_with_sharded_and_whole_cells_makes_one_report_without_a_trace_o
     assert "<h2>Environment and provenance" in html and "shard" not in body.lower() and html.count("<svg") == (tmp_path / "w.html").read_text().count("<svg")
     df = bench.load_results(str(sharded))
     assert sorted(df[df.metric == "fd"].resolution) == [4, 8]
+
+
+def test_auto_shard_size_gives_one_shard_per_worker_and_caps_the_shard():
+    from bench.shards import AUTO_MAX_SHARD, auto_shard_size
+
+    assert auto_shard_size(96, 16, 1) is None  # one worker, a small cell: whole
+    assert shard_ranges(96, 16, auto_shard_size(96, 16, 2)) == [(0, 48), (48, 96)]
+    assert len(shard_ranges(4000, 64, auto_shard_size(4000, 64, 3))) == 3
+    # one worker still splits a long cell, so it resumes in pieces; no shard is larger than the cap
+    ranges = shard_ranges(50_000, 64, auto_shard_size(50_000, 64, 1))
+    assert len(ranges) == 5 and max(hi - lo for lo, hi in ranges) <= AUTO_MAX_SHARD + 63
+    assert auto_shard_size(16, 16, 4) is None  # one batch cannot be split
+
+
+def test_shard_size_auto_splits_for_the_workers_and_scores_the_whole_cell(tmp_path, capsys):
+    suite = _suite(tmp_path, ANALYTIC.format(adapter="analytic-euler", options="{components: 4}"))
+    whole, auto = tmp_path / "whole" / "r.sqlite", tmp_path / "auto" / "r.sqlite"
+    capsys.readouterr()
+    assert main(["run", str(suite), "--dry-run", "--set", "shard_size=auto", "--jobs", "3",
+                 "--store", str(auto)]) == 0
+    assert "planned, 3 shards" in capsys.readouterr().out
+    assert main(["run", str(suite), "--dry-run", "--set", "shard_size=auto", "--store", str(auto)]) == 0
+    assert "shards" not in capsys.readouterr().out  # one worker, 96 images: whole
+    assert main(["run", str(suite), "--store", str(whole), "--no-progress"]) == 0
+    assert main(["run", str(suite), "--store", str(auto), "--no-progress", "--set", "shard_size=auto",
+                 "--jobs", "2"]) == 0
+    assert "shards: 2 computed, 0 reused" in capsys.readouterr().out
+    _same(whole, auto)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "several"])
+def test_a_bad_shard_size_is_one_line_and_exit_2(tmp_path, capsys, bad):
+    suite = _suite(tmp_path, ANALYTIC.format(adapter="analytic-euler", options="{components: 4}"))
+    assert main(["run", str(suite), "--dry-run", "--set", f"shard_size={bad}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "shard_size" in err and len(err.splitlines()) == 1, err
+
+
+def test_pinned_workers_run_one_shard_per_device(tmp_path, capsys):
+    """One shard per GPU, simulated on CPU: each worker is spawned seeing one device (CUDA_VISIBLE_DEVICES), every
+    shard records the device it ran on, and the numbers equal the whole cell's. (On a CPU machine the variable
+    changes nothing else; with GPUs it is what gives each worker its own.)"""
+    suite = _suite(tmp_path, ANALYTIC.format(adapter="'tests.plugins.crashy:SlowSampler'",
+                                             options="{components: 4, delay: 0.2}"))
+    whole, pinned = tmp_path / "whole" / "r.sqlite", tmp_path / "pinned" / "r.sqlite"
+    assert main(["run", str(suite), "--store", str(whole), "--no-progress"]) == 0
+    assert main(["run", str(suite), "--store", str(pinned), "--no-progress", "--set", "shard_size=16",
+                 "--jobs", "2", "--devices", "0,1"]) == 0
+    _same(whole, pinned)
+    with Store(pinned, readonly=True) as st:
+        info = json.loads(st.db.execute("SELECT info FROM cells").fetchone()[0])
+    devices = info["shards"]["devices"]
+    assert len(devices) == 6 and set(devices) <= {"0", "1"}, devices  # which worker took which: the scheduler's
+    capsys.readouterr()
+    assert main(["run", str(suite), "--dry-run", "--devices", "0,,1"]) == 2
+    assert "--devices" in capsys.readouterr().err
+
+
+def test_workers_spread_evenly_over_devices_and_unpin_for_a_named_gpu():
+    from bench.executors.local import LocalExecutor
+
+    ex = LocalExecutor(jobs=3, devices=["0", "1"])
+    try:
+        ex.prestart()
+        assert sorted(s.device for s in ex._prestarted) == ["0", "0", "1"]
+        ex.unpin()  # a suite with a cuda:1 cell: every worker must see every GPU
+        assert [s.device for s in ex._prestarted] == [None] * 3 and ex.devices == []
+    finally:
+        ex.close()
+
+
+def test_progress_of_a_sharded_cell_counts_images_over_all_its_shards():
+    from dataclasses import replace
+
+    from bench.run import CellProgress
+    from bench.worker import CellTask
+
+    class _Spec:
+        samples = 96
+
+    class _Cell:
+        label, spec = "euler nfe=2", _Spec()
+
+    whole = CellTask(cell=_Cell(), batch_size=16, samples_dir="", cache_dir="")  # type: ignore[arg-type]
+    # shard 0-31 was finished by an interrupted run: this run has the other two
+    p = CellProgress([replace(whole, shard=(32, 64)), replace(whole, shard=(64, 96))])
+    a, b = "euler nfe=2 images 32-63", "euler nfe=2 images 64-95"
+    assert p.title(a) == p.title(b) == "euler nfe=2"
+    p.update(a, "sample")
+    p.update(b, "sample")
+    text = p.update(a, "sample 16/32")
+    assert text.startswith("sampled 48/96 images (2 of 2 shards running), ") and "sampling eta" in text, text
+    p.update(b, "sample 16/32")
+    assert (p.label, p.done, p.total) == ("euler nfe=2", 64, 96)
+    p.finish(a)
+    p.update(b, "sample 32/32")
+    assert (p.done, p.total) == (96, 96)

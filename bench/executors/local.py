@@ -2,15 +2,18 @@
 
 Workers are reused for consecutive cells (importing torch costs ~2 s per process, which would dominate
 small cells); a worker that dies or times out is replaced by a fresh one. `--isolate` spawns one per cell.
+With `devices`, each worker sees one GPU (CUDA_VISIBLE_DEVICES, spread evenly), so the shards of a cuda cell run
+one per GPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -29,6 +32,7 @@ class _Slot:
     task: CellTask | None = None
     started: float = 0.0
     ready: bool = False
+    device: str | None = None  # the GPU this worker sees (CUDA_VISIBLE_DEVICES), when the executor pins them
 
 
 def _describe_exit(code: int | None) -> str:
@@ -47,8 +51,11 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, jobs: int = 1, timeout: float = 1800.0, isolate: bool = False) -> None:
+    def __init__(self, jobs: int = 1, timeout: float = 1800.0, isolate: bool = False,
+                 devices: Sequence[str] = ()) -> None:
         self.jobs = max(1, jobs)
+        self.devices = [str(d) for d in devices]
+        self._device_use = dict.fromkeys(self.devices, 0)
         self.timeout = timeout
         self.isolate = isolate
         self._ctx = mp.get_context("spawn")
@@ -60,6 +67,21 @@ class LocalExecutor:
         """Spawn the workers now, so their imports overlap the driver's planning instead of following it."""
         while len(self._prestarted) < self.jobs:
             self._prestarted.append(self._spawn())
+
+    def parallelism(self, hardware: str) -> int:
+        """Tasks run at once (`shard_size: auto`): the worker count, whatever the hardware."""
+        return self.jobs
+
+    def unpin(self) -> None:
+        """Let every worker see every GPU again (a cell names a device index, `cuda:1`, that a pinned worker would
+        not have); prestarted pinned workers are replaced."""
+        if not self.devices:
+            return
+        self.devices, self._device_use = [], {}
+        count = len(self._prestarted)
+        for slot in self._prestarted:
+            self._retire(slot, kill=True)
+        self._prestarted = [self._spawn() for _ in range(count)]
 
     def close(self) -> None:
         """Stop workers that were prestarted but never used, and reap the ones released after the run."""
@@ -73,16 +95,27 @@ class LocalExecutor:
         """Tell an idle worker to exit without waiting for it (torch's teardown takes ~1 s); close() reaps it."""
         with contextlib.suppress(OSError):  # BrokenPipeError is an OSError
             slot.conn.send(None)
+        self._free_device(slot)
         self._finished.append(slot)
 
     def _spawn(self) -> _Slot:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=serve, args=(child,), daemon=True, name="bench-worker")
-        proc.start()
+        device = min(self.devices, key=lambda d: self._device_use[d]) if self.devices else None
+        with _visible_device(device):
+            proc.start()
         child.close()
-        return _Slot(proc=proc, conn=parent)
+        if device is not None:
+            self._device_use[device] += 1
+        return _Slot(proc=proc, conn=parent, device=device)
+
+    def _free_device(self, slot: _Slot) -> None:
+        if slot.device in self._device_use:
+            self._device_use[slot.device] -= 1
+        slot.device = None
 
     def _retire(self, slot: _Slot, kill: bool = False) -> None:
+        self._free_device(slot)
         try:
             if kill:
                 slot.proc.kill()
@@ -164,6 +197,23 @@ class LocalExecutor:
                     self._retire(slot)
                     slots.remove(slot)
                     return
+
+
+@contextlib.contextmanager
+def _visible_device(device: str | None) -> Iterator[None]:
+    """CUDA_VISIBLE_DEVICES=device for a process spawned inside (a spawned child copies the environment)."""
+    if device is None:
+        yield
+        return
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
 def _failed(task: CellTask, reason: str, started: float) -> CellResult:

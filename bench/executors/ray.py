@@ -398,6 +398,13 @@ class RayExecutor:
         finally:
             ray.shutdown()
 
+    def parallelism(self, hardware: str) -> int:
+        """How many actors of this hardware label the cluster runs at once (`shard_size: auto`); waits for Ray."""
+        ray = self._ready()
+        nodes = _alive_nodes(ray)
+        request = resource_request(hardware, nodes)
+        return 1 if request.reason is not None else max(1, request.capacity(nodes))
+
     def run(self, tasks: list[CellTask], on_result: OnResult, on_progress: OnProgress | None = None) -> None:
         owned = self._starting is None
         try:
