@@ -1,0 +1,166 @@
+"""The cell-key contract and the store's resume rules, checked in-process and fast (no worker is spawned), so
+that mutation testing (`nox -s mutants`, docs/mutation.md) can run them for every mutant of bench/spec.py and
+bench/store.py. Each test states the rule it protects, from docs (README's fairness rules, the CellSpec
+docstring's key contract, docs/failure-modes.md's resume rules), not the code's constants."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from bench.metrics.registry import MetricResult
+from bench.plan import Cell
+from bench.spec import CellSpec, axes_identity, axes_label, variant_label
+from bench.store import CellResult, Store
+
+BASE = CellSpec(suite="s", sampler="euler", adapter="analytic-euler", family="ode", version="1",
+                options={"components": 4, "shift": 1.0}, axes={"nfe": 2, "resolution": 8, "hardware": "cpu"},
+                dataset={"name": "gmm", "split": "eval"}, samples=64, base_seed=0,
+                metrics={"fd": {"feature_space": "pixels", "bootstrap": 20}}, grid=4, variant={},
+                dataset_key="gmm-v1", save_samples=None)
+
+# one edit per field that decides the numbers (the CellSpec docstring lists them)
+EDITS = {
+    "suite": {"suite": "t"}, "sampler": {"sampler": "euler2"}, "adapter": {"adapter": "analytic-heun"},
+    "version": {"version": "2"}, "options": {"options": {"components": 4, "shift": 2.0}},
+    "axes": {"axes": {"nfe": 4, "resolution": 8, "hardware": "cpu"}},
+    "hardware": {"axes": {"nfe": 2, "resolution": 8, "hardware": "cpu:threads=1"}},
+    "extra axis": {"axes": {"nfe": 2, "resolution": 8, "hardware": "cpu", "guidance": 1.5}},
+    "dataset": {"dataset": {"name": "gmm", "split": "train"}}, "dataset_key": {"dataset_key": "gmm-v2"},
+    "samples": {"samples": 65}, "base_seed": {"base_seed": 1},
+    "metric option": {"metrics": {"fd": {"feature_space": "pixels", "bootstrap": 21}}},
+    "metric": {"metrics": {"fd": {"feature_space": "pixels", "bootstrap": 20}, "kid": {}}},
+    "grid": {"grid": 5}, "variant": {"variant": {"shift": 1.0}},
+    "save_samples": {"save_samples": {"format": "png", "max": 10}},
+}
+
+
+@pytest.mark.parametrize("field", list(EDITS))
+def test_every_field_that_decides_the_numbers_changes_the_key(field):
+    assert replace(BASE, **EDITS[field]).key != BASE.key, field
+
+
+def test_the_key_ignores_what_cannot_change_a_number():
+    assert replace(BASE, family="flow-map").key == BASE.key  # read from the sampler's info; version covers it
+    reordered = replace(BASE, options={"shift": 1.0, "components": 4},
+                        metrics={"fd": {"bootstrap": 20, "feature_space": "pixels"}})
+    assert reordered.key == BASE.key  # mappings are compared by content, not by the order the YAML gave
+    assert len(BASE.key) == 20 and int(BASE.key, 16) >= 0
+
+
+def test_a_spec_survives_its_json_form_with_the_same_key():
+    for spec in (BASE, replace(BASE, **EDITS["save_samples"]), replace(BASE, **EDITS["extra axis"])):
+        back = CellSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+        assert back == spec and back.key == spec.key
+        assert back.to_dict() == spec.to_dict()
+
+
+def test_a_spec_stored_before_save_samples_existed_keeps_its_key():
+    body = BASE.to_dict()
+    assert "save_samples" not in body  # absent when off: keys made before the option existed are unchanged
+    assert replace(BASE, save_samples={}).key == BASE.key
+
+
+def test_labels_name_the_sampler_and_every_axis():
+    spec = replace(BASE, **EDITS["extra axis"])
+    assert spec.label() == "euler nfe=2 res=8 hw=cpu guidance=1.5"
+    assert (spec.nfe, spec.resolution, spec.hardware, spec.guidance) == (2, 8, "cpu", 1.5)
+    assert BASE.guidance is None and BASE.extra_axes == {}
+    assert axes_label({"nfe": 2, "resolution": 8, "hardware": "cpu", "toy": 2, "guidance": 1.5}) == " toy=2 guidance=1.5"
+    assert variant_label("hyper-sd", {"eta": 0.5, "mode": "x"}) == "hyper-sd[eta=0.5,mode=x]"
+    assert variant_label("hyper-sd", {}) == "hyper-sd"
+    a, b = axes_identity("euler", {"nfe": 2, "resolution": 8}), axes_identity("euler", {"resolution": 8, "nfe": 2})
+    assert a == b and a != axes_identity("euler", {"nfe": 4, "resolution": 8}) and a[0] == "euler"
+
+
+# -- store: what counts as done, so a rerun recomputes exactly the rest --------------------------------------
+def _result(spec: CellSpec, status: str, value: float | None = 1.0) -> CellResult:
+    metrics = [MetricResult("fd", value, ci_low=0.5, ci_high=1.5, n=64, higher_is_better=False)] if value else []
+    return CellResult(key=spec.key, status=status, error=None if status == "done" else "boom", nfe_counted=2.0,
+                      phases={"total": 1.0}, metrics=metrics, started=1.0, finished=2.0)
+
+
+def _run(store: Store) -> str:
+    return store.start_run("s", "hash", "s.yaml", "name: s", git_commit=None, fingerprint={}, versions={},
+                           executor="local", argv=["bench"])
+
+
+def test_only_done_cells_are_reused(tmp_path):
+    done, failed, never = BASE, replace(BASE, samples=65), replace(BASE, samples=66)
+    with Store(tmp_path / "r.sqlite") as st:
+        run = _run(st)
+        st.record_plan(run, [Cell(done), Cell(failed), Cell(never)], set())
+        st.commit_cell(run, Cell(done), _result(done, "done"))
+        st.commit_cell(run, Cell(failed), _result(failed, "failed", None))
+        assert st.done_keys() == {done.key}  # a failed cell is retried; a cell never run is run
+        assert st.done_keys([failed.key, never.key]) == set()
+        assert st.done_keys([done.key, never.key]) == {done.key}
+        st.finish_run(run, "failed")
+
+
+def test_a_failure_never_replaces_a_done_result(tmp_path):
+    """`bench run --force` that fails (a cache problem, say) records the failure in its run and keeps the good
+    result for the next run."""
+    with Store(tmp_path / "r.sqlite") as st:
+        first = _run(st)
+        st.record_plan(first, [Cell(BASE)], set())
+        st.commit_cell(first, Cell(BASE), _result(BASE, "done", 3.25))
+        second = _run(st)
+        st.record_plan(second, [Cell(BASE)], set())
+        st.commit_cell(second, Cell(BASE), _result(BASE, "failed", None))
+        assert st.done_keys() == {BASE.key}
+        (value,) = st.db.execute("SELECT value FROM metrics WHERE cell_key=?", (BASE.key,)).fetchone()
+        assert value == 3.25
+        (status,) = st.db.execute("SELECT status FROM run_cells WHERE run_id=? AND cell_key=?",
+                                  (second, BASE.key)).fetchone()
+        assert status == "failed"
+
+
+def test_a_done_result_replaces_a_failed_one_and_its_metrics(tmp_path):
+    with Store(tmp_path / "r.sqlite") as st:
+        run = _run(st)
+        st.record_plan(run, [Cell(BASE)], set())
+        st.commit_cell(run, Cell(BASE), _result(BASE, "failed", None))
+        st.commit_cell(run, Cell(BASE), _result(BASE, "done", 2.5))
+        st.commit_cell(run, Cell(BASE), _result(BASE, "done", 2.75))
+        assert st.done_keys() == {BASE.key}
+        rows = st.db.execute("SELECT value FROM metrics WHERE cell_key=?", (BASE.key,)).fetchall()
+        assert [r[0] for r in rows] == [2.75]  # the recomputed cell's numbers, once
+
+
+def test_the_plan_records_which_cells_were_reused_and_which_skipped(tmp_path):
+    skipped = Cell(replace(BASE, samples=70), status="skipped", reason="no CUDA device")
+    with Store(tmp_path / "r.sqlite") as st:
+        run = _run(st)
+        st.record_plan(run, [Cell(BASE), Cell(replace(BASE, samples=65)), skipped], {BASE.key})
+        rows = {k: (s, r, reused) for k, s, r, reused in
+                st.db.execute("SELECT cell_key, status, reason, reused FROM run_cells WHERE run_id=?", (run,))}
+    assert rows[BASE.key] == ("done", None, 1)
+    assert rows[replace(BASE, samples=65).key] == ("planned", None, 0)
+    assert rows[skipped.key] == ("skipped", "no CUDA device", 0)
+
+
+def test_a_run_whose_driver_died_is_interrupted_and_a_live_one_is_running(tmp_path):
+    """kill -9 of the driver leaves its run `running` in the file; the next open says `interrupted`. A run whose
+    driver still runs (this process) stays `running`."""
+    path = tmp_path / "r.sqlite"
+    code = ("import sys; from bench.store import Store\n"
+            "with Store(sys.argv[1]) as st:\n"
+            "    print(st.start_run('s', 'h', 's.yaml', '', git_commit=None, fingerprint={}, versions={},"
+            " executor='local', argv=[]))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    dead = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+    with Store(path) as st:
+        live = _run(st)
+        statuses = {r["run_id"]: r["status"] for r in st.runs()}
+        assert statuses == {dead: "interrupted", live: "running"}
+        st.finish_run(live, "done")
+        assert {r["run_id"]: r["status"] for r in st.runs()}[live] == "done"
+    with Store(path, readonly=True) as st:
+        assert st.run(dead)["status"] == "interrupted"
