@@ -170,3 +170,88 @@ def test_fd_infinity_removes_the_finite_sample_bias():
     assert r.slope > 0 and len(r.ns) == 8 and min(r.ns) > d
     with pytest.raises(InsufficientSamplesError):
         fd_infinity(x[:30], y[:30], seed=0)
+
+
+def test_fd_infinity_fits_a_line_in_one_over_n_through_evenly_spaced_sizes():
+    """Chong & Forsyth's recipe as docs/metrics.md states it: 15 sizes by default, evenly spaced from
+    max(D + 2, N / 5) to N, subsets drawn without replacement (so the last point is the full-set FD), an ordinary
+    least-squares line FD = a + b / N, and a's standard error from that fit."""
+    rng = np.random.default_rng(11)
+    n, d = 600, 5
+    x, y = rng.normal(size=(n, d)) + 0.3, rng.normal(size=(n, d))
+    r = fd_infinity(x, y, seed=3)
+    assert r.ns == tuple(sorted({round(float(v)) for v in np.linspace(max(d + 2, n // 5), n, 15)}))
+    assert len(r.fds) == len(r.ns) == 15
+    assert r.fds[-1] == pytest.approx(frechet_distance(x, y), rel=1e-9)  # N_15 = N: every row, each once
+    inv = 1.0 / np.asarray(r.ns, dtype=float)
+    slope, intercept = np.polyfit(inv, r.fds, 1)
+    assert (r.value, r.slope) == (pytest.approx(intercept, rel=1e-9), pytest.approx(slope, rel=1e-9))
+    resid = np.asarray(r.fds) - (intercept + slope * inv)
+    sxx = ((inv - inv.mean()) ** 2).sum()
+    stderr = np.sqrt(resid @ resid / (len(inv) - 2) * (1 / len(inv) + inv.mean() ** 2 / sxx))
+    assert r.stderr == pytest.approx(stderr, rel=1e-9)
+    assert fd_infinity(x, y, seed=3) == r  # seeded
+    assert fd_infinity(x, y, seed=4) != r
+    small = fd_infinity(x, y, seed=3, points=5, min_n=50)
+    assert small.ns == (50, 188, 325, 462, 600)
+    wide = fd_infinity(rng.normal(size=(100, 30)), rng.normal(size=(120, 30)), seed=0, points=5)
+    assert wide.ns[0] == 32 and wide.ns[-1] == 100  # D + 2 above N / 5; N is the smaller set's
+
+
+def test_fd_infinity_refuses_too_few_sizes_or_sizes_not_above_d():
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(100, 8)), rng.normal(size=(100, 8))
+    assert len(fd_infinity(x, y, seed=0, points=3, min_n=10).ns) == 3  # the least: 3 sizes, all above D
+    for kwargs in ({"points": 2, "min_n": 10}, {"points": 5, "min_n": 8}, {"points": 92, "min_n": 10}):
+        with pytest.raises(InsufficientSamplesError, match=r"D\+1=9 and N=100"):
+            fd_infinity(x, y, seed=0, **kwargs)
+    assert len(fd_infinity(x, y, seed=0, points=91, min_n=10).ns) == 91  # N - min_n = points - 1: just fits
+
+
+def test_errors_name_the_feature_set_at_fault(tmp_path):
+    rng = np.random.default_rng(13)
+    with pytest.raises(ValueError, match=r"feature dimensions differ: 4 vs 5"):
+        frechet_distance(rng.normal(size=(50, 4)), rng.normal(size=(50, 5)))
+    with pytest.raises(InsufficientSamplesError, match="the first feature set"):
+        frechet_distance(rng.normal(size=(3, 4)), rng.normal(size=(50, 4)))
+    with pytest.raises(InsufficientSamplesError, match="the second feature set"):
+        frechet_distance(rng.normal(size=(50, 4)), rng.normal(size=(3, 4)))
+    ref = FeatureStats.from_features(rng.normal(size=(50, 4)))
+    with pytest.raises(InsufficientSamplesError, match="the bootstrapped feature set"):
+        bootstrap_frechet(rng.normal(size=(3, 4)), ref, 5, 0)
+
+
+def test_bootstrap_resample_count_is_honoured_down_to_one(tmp_path):
+    rng = np.random.default_rng(14)
+    x, ref = rng.normal(size=(40, 3)), FeatureStats.from_features(rng.normal(size=(60, 3)))
+    assert bootstrap_frechet(x, ref, 0, 0).shape == (0,)
+    assert bootstrap_frechet(x, ref, -1, 0).shape == (0,)
+    one = bootstrap_frechet(x, ref, 1, 0)
+    assert one.shape == (1,) and one[0] > 0
+
+
+def test_statistics_files_load_as_float64_and_say_what_is_wrong(tmp_path):
+    from bench.errors import BenchError
+
+    mu, sigma = np.zeros(3, np.float32), np.eye(3, dtype=np.float32)
+    np.savez(tmp_path / "no_n.npz", mu=mu, sigma=sigma)  # pytorch-fid / ADM files carry no sample count
+    s = FeatureStats.load(tmp_path / "no_n.npz")
+    assert s.n == -1 and s.mean.dtype == np.float64 and s.cov.dtype == np.float64 and s.dim == 3
+    np.savez(tmp_path / "n.npz", mu=mu, sigma=sigma, n=np.array(123))
+    assert FeatureStats.load(tmp_path / "n.npz").n == 123
+    np.savez(tmp_path / "pickled.npz", mu=np.array([{"a": 1}], dtype=object), sigma=sigma)
+    with pytest.raises(BenchError, match=r"pickled.npz: not readable feature statistics \(an .npz with mu, "
+                                         r"sigma\): ValueError: "):
+        FeatureStats.load(tmp_path / "pickled.npz")  # never unpickled: a stats file must not run code
+    np.savez(tmp_path / "nomu.npz", sigma=sigma)
+    with pytest.raises(BenchError, match=r"nomu.npz: not readable feature statistics .*KeyError"):
+        FeatureStats.load(tmp_path / "nomu.npz")
+    (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(BenchError, match=r"torn\.npz: not readable feature statistics"):
+        FeatureStats.load(tmp_path / "torn.npz")
+    np.savez(tmp_path / "shape.npz", mu=np.zeros(3), sigma=np.eye(4))
+    with pytest.raises(BenchError, match=r"shape.npz: not feature statistics \(mu \(3,\), sigma \(4, 4\)\)"):
+        FeatureStats.load(tmp_path / "shape.npz")
+    np.savez(tmp_path / "mu2d.npz", mu=np.zeros((3, 1)), sigma=np.eye(3))
+    with pytest.raises(BenchError, match="not feature statistics"):
+        FeatureStats.load(tmp_path / "mu2d.npz")
