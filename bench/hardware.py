@@ -130,8 +130,10 @@ def worker_devices(option: str, jobs: int) -> list[str]:
     if option == "none":
         return []
     if option == "auto":
+        if jobs < 2 or not (os.environ.get("CUDA_VISIBLE_DEVICES") or os.path.isdir("/proc/driver/nvidia/gpus")):
+            return []  # one worker, or no NVIDIA driver: no need to import torch here (workers start sooner)
         gpus = visible_gpus()
-        return gpus if jobs > 1 and len(gpus) > 1 else []
+        return gpus if len(gpus) > 1 else []
     devices = [d.strip() for d in option.split(",")]
     if not all(re.fullmatch(r"[A-Za-z0-9_-]+", d) for d in devices):
         raise BenchError(f"--devices {option!r}: expected auto, none or a comma list of CUDA device ids (0,1,2)")

@@ -300,3 +300,20 @@ def test_progress_of_a_sharded_cell_counts_images_over_all_its_shards():
     p.finish(a)
     p.update(b, "sample 32/32")
     assert (p.done, p.total) == (96, 96)
+
+
+def test_devices_option_parses_and_auto_pins_nothing_without_gpus(monkeypatch):
+    from bench.errors import BenchError
+    from bench.hardware import worker_devices
+
+    assert worker_devices("0,1", 2) == ["0", "1"] and worker_devices(" 3 ", 1) == ["3"]
+    assert worker_devices("none", 8) == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert worker_devices("auto", 1) == []  # one worker sees every GPU anyway
+    import torch
+
+    if not torch.cuda.is_available():
+        assert worker_devices("auto", 4) == []
+    for bad in ("", "0,,1", "a b", "0;1"):
+        with pytest.raises(BenchError, match="--devices"):
+            worker_devices(bad, 2)
