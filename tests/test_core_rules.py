@@ -164,3 +164,83 @@ def test_a_run_whose_driver_died_is_interrupted_and_a_live_one_is_running(tmp_pa
         assert {r["run_id"]: r["status"] for r in st.runs()}[live] == "done"
     with Store(path, readonly=True) as st:
         assert st.run(dead)["status"] == "interrupted"
+
+
+# -- plan: which cells are sharded and how (bench.plan._sharded; the numbers never depend on it) ---------------
+SHARD_SUITE = """
+name: shard-plan
+dataset: {name: gmm, split: eval, components: 4}
+samples: 100
+samples_per_resolution: {8: 16}
+batch_size: 16
+samplers:
+  - {id: euler, adapter: analytic-euler, options: {components: 4}}
+  - {id: gpu, adapter: analytic-euler, options: {components: 4}, hardware: [cuda]}
+axes: {nfe: [2], resolution: [4, 8], hardware: ["cpu:threads=1"]}
+metrics:
+  fd: {feature_space: pixels, bootstrap: 0}
+report: {enabled: false, grid: 0}
+"""
+
+
+def _plan(extra: str = "", workers=None, text: str = SHARD_SUITE):
+    from bench.plan import plan
+    from bench.suite import parse_suite
+
+    cells = plan(parse_suite(text + extra, "s.yaml"), check_hardware=True, workers=workers)
+    return {(c.sampler_id, c.resolution): c for c in cells}
+
+
+def test_a_suite_without_shard_size_plans_whole_cells():
+    cells = _plan()
+    assert all(c.shards == () and c.shard_note is None for c in cells.values())
+
+
+def test_shard_size_splits_planned_cells_on_batch_boundaries_and_leaves_small_and_skipped_ones():
+    import torch
+
+    cells = _plan("shard_size: 40\n")
+    assert cells[("euler", 4)].shards == ((0, 48), (48, 96), (96, 100))  # 40 rounded up to 3 batches of 16
+    assert cells[("euler", 8)].shards == ()  # 16 images: one shard is no split
+    assert cells[("euler", 4)].key == _plan()[("euler", 4)].key  # not part of the key: the numbers are the same
+    if not torch.cuda.is_available():
+        gpu = cells[("gpu", 4)]
+        assert gpu.status == "skipped" and gpu.shards == () and gpu.shard_note is None
+
+
+def test_shard_size_auto_asks_how_many_workers_run_the_cells_hardware():
+    asked: list[str] = []
+
+    def workers(hardware: str) -> int:
+        asked.append(hardware)
+        return 3
+
+    cells = _plan("shard_size: auto\n", workers=workers)
+    assert cells[("euler", 4)].shards == ((0, 48), (48, 96), (96, 100))  # ceil(100 / 3) = 34 -> 48
+    assert "cpu:threads=1" in asked
+    assert _plan("shard_size: auto\n", workers=lambda hw: 1)[("euler", 4)].shards == ()
+    unknown = _plan("shard_size: auto\n", workers=None)[("euler", 4)]
+    assert unknown.shards == () and unknown.shard_note == "shard_size auto: split when the run knows its workers"
+
+
+def test_cells_whose_metrics_need_the_images_or_keep_them_stay_whole_and_say_why():
+    reads = SHARD_SUITE.replace("  fd: {feature_space: pixels, bootstrap: 0}",
+                                "  fd: {feature_space: pixels, bootstrap: 0}\n  tests.plugins.metrics:sample_stats: {}")
+    cell = _plan("shard_size: 40\n", text=reads)[("euler", 4)]
+    assert cell.shards == () and cell.shard_note.startswith(
+        "not sharded: metric 'tests.plugins.metrics:sample_stats' reads the images themselves")
+    saved = _plan("shard_size: 40\nsave_samples: {format: png, max: 10}\n")[("euler", 4)]
+    assert saved.shards == () and saved.shard_note == "not sharded: save_samples keeps the whole cell's images"
+
+
+def test_fd_reads_the_space_its_settings_resolve():
+    from bench.metrics.fd import feature_requests_of
+
+    (plain,) = feature_requests_of("fd", {"feature_space": "pixels", "size": 4, "dim": 16})
+    assert plain.metric == "fd" and dict(plain.options) == {"feature_space": "pixels", "size": 4, "dim": 16}
+    (clean,) = feature_requests_of("fd", {"feature_space": "inception-v3", "backend": "clean-fid"})
+    assert dict(clean.options)["resize"] == "clean"  # clean-fid's protocol resizes with PIL bicubic
+    (kept,) = feature_requests_of("fd", {"feature_space": "inception-v3", "backend": "clean-fid", "resize": "torch"})
+    assert dict(kept.options)["resize"] == "torch"
+    (tf,) = feature_requests_of("fd", {"feature_space": "inception-v3", "backend": "torch-fidelity"})
+    assert "resize" not in dict(tf.options)

@@ -217,3 +217,22 @@ def test_clip_score_is_the_clamped_scaled_cosine_mean(tmp_path, zoo_clip):
     with pytest.raises(BenchError) as e:
         run(make_ctx(tmp_path, n=64, prompts=False), "clip_score", {})
     assert "needs prompts" in str(e.value)
+
+
+def test_precision_and_recall_alone_are_the_pairs_halves(tmp_path):
+    ctx = make_ctx(tmp_path / "cache", worse_images())
+    both = run(ctx, "precision_recall", PIXELS)
+    alone = {**run(make_ctx(tmp_path / "c2", worse_images()), "precision", PIXELS),
+             **run(make_ctx(tmp_path / "c3", worse_images()), "recall", PIXELS)}
+    assert set(alone) == {"precision", "recall"} == set(both)
+    for name in both:
+        a, b = alone[name], both[name]
+        assert (a.value, a.ci_low, a.ci_high, a.n) == (b.value, b.ci_low, b.ci_high, b.n), name
+        assert a.higher_is_better and 0.0 <= a.ci_low <= a.value <= a.ci_high <= 1.0
+    assert both["precision"].provenance["what"] == "fraction of samples inside the reference manifold"
+    assert both["recall"].provenance["what"] == "fraction of reference images inside the samples' manifold"
+    assert both["precision"].provenance["neighborhood"] == 3
+    again = run(ctx, "precision_recall", PIXELS)  # the same context: the cached pair, not a recomputation
+    assert again["precision"] is both["precision"]
+    with pytest.raises(BenchError, match="needs more than neighborhood=300 samples"):
+        run(make_ctx(tmp_path / "c4", worse_images()), "recall", {**PIXELS, "neighborhood": 300})
