@@ -236,3 +236,37 @@ def test_precision_and_recall_alone_are_the_pairs_halves(tmp_path):
     assert again["precision"] is both["precision"]
     with pytest.raises(BenchError, match="needs more than neighborhood=300 samples"):
         run(make_ctx(tmp_path / "c4", worse_images()), "recall", {**PIXELS, "neighborhood": 300})
+
+
+def test_a_feature_space_registers_in_torch_fidelity_once_per_object_under_a_stable_name():
+    """register_torch_fidelity: the name is `bench-<space name>-<weights hash and preprocessing>` in the characters
+    torch-fidelity accepts; registering the same object again is a no-op, a new object of the same identity
+    replaces the old one, and the extractor returns the space's own features."""
+    import re
+
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    from bench.metrics.fidelity import register_torch_fidelity
+
+    space = build_feature_space("pixels", {"size": 4, "dim": 16})
+    name = register_torch_fidelity(space)
+    tail = re.sub(r"[^A-Za-z0-9]+", "", f"{space.weights_sha256[:12]}{space.preprocessing}")[:40]
+    assert name == f"bench-{re.sub(r'[^A-Za-z0-9_.-]+', '-', space.name)}-{tail}"
+    assert re.fullmatch(r"bench-[A-Za-z0-9_.-]+-[A-Za-z0-9]{1,40}", name)
+    cls = FEATURE_EXTRACTORS_REGISTRY[name]
+    assert register_torch_fidelity(space) == name and FEATURE_EXTRACTORS_REGISTRY[name] is cls
+    twin = build_feature_space("pixels", {"size": 4, "dim": 16})
+    assert register_torch_fidelity(twin) == name and FEATURE_EXTRACTORS_REGISTRY[name].space is twin
+    extractor = FEATURE_EXTRACTORS_REGISTRY[name](name, ["features"])
+    images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    (out,) = extractor(images)
+    np.testing.assert_array_equal(out.numpy(), space.extract(images))
+    assert extractor.get_provided_features_list() == ("features",) and not extractor.can_be_compiled()
+    assert extractor.get_default_feature_layer_for_metric("fid") == "features"
+
+
+def test_precision_alone_reports_its_own_name_in_errors(tmp_path):
+    with pytest.raises(BenchError, match=r"metric precision: .*neighborhood"):
+        run(make_ctx(tmp_path / "c", worse_images()), "precision", {**PIXELS, "neighborhood": 0})
+    with pytest.raises(BenchError, match=r"metric precision: needs more than neighborhood=300"):
+        run(make_ctx(tmp_path / "c2", worse_images()), "precision", {**PIXELS, "neighborhood": 300})
