@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -270,3 +271,67 @@ def test_precision_alone_reports_its_own_name_in_errors(tmp_path):
         run(make_ctx(tmp_path / "c", worse_images()), "precision", {**PIXELS, "neighborhood": 0})
     with pytest.raises(BenchError, match=r"metric precision: needs more than neighborhood=300"):
         run(make_ctx(tmp_path / "c2", worse_images()), "precision", {**PIXELS, "neighborhood": 300})
+
+
+def test_fd_floor_alone_is_the_floor_fd_reports_and_errors_name_fd_floor(tmp_path):
+    ctx = make_ctx(tmp_path / "cache", worse_images())
+    with_fd = run(ctx, "fd", {**PIXELS, "bootstrap": 30, "confidence": 0.8})["fd_floor"]
+    alone = run(make_ctx(tmp_path / "cache2", worse_images()), "fd_floor", {**PIXELS, "bootstrap": 30,
+                                                                           "confidence": 0.8})
+    assert set(alone) == {"fd_floor"}
+    floor = alone["fd_floor"]
+    assert (floor.value, floor.ci_low, floor.ci_high, floor.n) == (with_fd.value, with_fd.ci_low, with_fd.ci_high,
+                                                                   with_fd.n)
+    assert floor.provenance["ci"]["confidence"] == 0.8 and floor.provenance["ci"]["resamples"] == 30
+    assert floor.provenance["feature_space"]["feature_space"] == "pixels" and not floor.higher_is_better
+    assert floor.provenance["floor_kind"] == "condition-matched" and floor.provenance["backend"] == "bench"
+    for opts, text in (({**PIXELS, "noise_floor": False}, "metric fd_floor: unknown option(s) noise_floor"),
+                       ({**PIXELS, "batch_size": 0}, "metric fd_floor: batch_size must be a positive integer"),
+                       ({**PIXELS, "backend": "tf"}, "metric fd_floor: backend must be one of"),
+                       ({"variant": "pixels", "feature_space": "clip"}, "metric fd_floor:pixels also sets")):
+        with pytest.raises(BenchError, match=re.escape(text)):
+            run(ctx, "fd_floor", opts)
+
+
+def test_precision_recall_options_change_what_they_should(tmp_path):
+    ctx = make_ctx(tmp_path / "c", worse_images())
+    base = run(ctx, "precision_recall", PIXELS)
+    wide_k = run(make_ctx(tmp_path / "c2", worse_images()), "precision_recall", {**PIXELS, "neighborhood": 10})
+    assert wide_k["recall"].provenance["neighborhood"] == 10
+    assert wide_k["recall"].value >= base["recall"].value and wide_k["precision"].value >= base["precision"].value
+    assert (wide_k["recall"].value, wide_k["precision"].value) != (base["recall"].value, base["precision"].value)
+    narrow = run(make_ctx(tmp_path / "c3", worse_images()), "precision_recall", {**PIXELS, "confidence": 0.5})
+    for name in ("precision", "recall"):
+        assert narrow[name].value == base[name].value
+        assert narrow[name].ci_high - narrow[name].ci_low < base[name].ci_high - base[name].ci_low
+        assert narrow[name].provenance["ci"]["confidence"] == 0.5
+    assert base["precision"].n == N and base["recall"].n == N
+    assert base["precision"].evidence is not None and base["recall"].evidence is not None
+    for opts, text in (({**PIXELS, "neighbourhood": 3}, "metric precision_recall: unknown option(s) neighbourhood"),
+                       ({**PIXELS, "neighborhood": 0}, "metric precision_recall: neighborhood must be a positive "
+                                                        "integer, got 0"),
+                       ({**PIXELS, "confidence": 1.0}, "confidence must be in (0, 1)"),
+                       ({**PIXELS, "batch_size": -1}, "metric precision_recall: batch_size must be a positive "
+                                                      "integer"),
+                       ({**PIXELS, "neighborhood": N}, f"metric precision_recall: needs more than neighborhood={N} "
+                                                       "samples")):
+        with pytest.raises(BenchError, match=re.escape(text)):
+            run(make_ctx(tmp_path / "c4", worse_images()), "precision_recall", opts)
+    just = run(make_ctx(tmp_path / "c5", worse_images()), "precision_recall", {**PIXELS, "neighborhood": N - 1})
+    assert just["precision"].provenance["neighborhood"] == N - 1  # N samples: k = N - 1 is the largest
+
+
+def test_calculate_metrics_is_quiet_and_caches_nothing(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    space = build_feature_space("pixels", {"size": 4, "dim": 16})
+    gen = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    ref = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    capfd.readouterr()
+    out = calculate_metrics(space, gen, ref, fid=True)
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""  # verbose off
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))  # torch-fidelity's disk cache off
+    assert out["frechet_inception_distance"] == pytest.approx(
+        frechet_distance(space.extract(gen), space.extract(ref)), rel=1e-4)
