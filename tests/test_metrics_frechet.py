@@ -201,7 +201,13 @@ def test_fd_infinity_fits_a_line_in_one_over_n_through_evenly_spaced_sizes():
 def test_fd_infinity_refuses_too_few_sizes_or_sizes_not_above_d():
     rng = np.random.default_rng(12)
     x, y = rng.normal(size=(100, 8)), rng.normal(size=(100, 8))
-    assert len(fd_infinity(x, y, seed=0, points=3, min_n=10).ns) == 3  # the least: 3 sizes, all above D
+    three = fd_infinity(x, y, seed=0, points=3, min_n=10)  # the least: 3 sizes, all above D
+    assert len(three.ns) == 3
+    inv = 1.0 / np.asarray(three.ns, dtype=float)
+    slope, intercept = np.polyfit(inv, three.fds, 1)
+    resid = np.asarray(three.fds) - (intercept + slope * inv)  # one degree of freedom left
+    sxx = ((inv - inv.mean()) ** 2).sum()
+    assert three.stderr == pytest.approx(np.sqrt(resid @ resid / 1 * (1 / 3 + inv.mean() ** 2 / sxx)), rel=1e-9)
     for kwargs in ({"points": 2, "min_n": 10}, {"points": 5, "min_n": 8}, {"points": 92, "min_n": 10}):
         with pytest.raises(InsufficientSamplesError, match=r"D\+1=9 and N=100"):
             fd_infinity(x, y, seed=0, **kwargs)
@@ -244,8 +250,12 @@ def test_statistics_files_load_as_float64_and_say_what_is_wrong(tmp_path):
                                          r"sigma\): ValueError: "):
         FeatureStats.load(tmp_path / "pickled.npz")  # never unpickled: a stats file must not run code
     np.savez(tmp_path / "nomu.npz", sigma=sigma)
-    with pytest.raises(BenchError, match=r"nomu.npz: not readable feature statistics .*KeyError"):
-        FeatureStats.load(tmp_path / "nomu.npz")
+    with pytest.raises(BenchError, match=r"nomu.npz: not readable feature statistics \(an .npz with mu, sigma\): "
+                                         r"KeyError: 'mu is not a file in the archive'$"):
+        FeatureStats.load(tmp_path / "nomu.npz")  # the first line of the cause, after its type
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(BenchError, match=r"empty.npz: .*: EOFError: No data left in file$"):
+        FeatureStats.load(tmp_path / "empty.npz")
     (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04 torn")
     with pytest.raises(BenchError, match=r"torn\.npz: not readable feature statistics"):
         FeatureStats.load(tmp_path / "torn.npz")
