@@ -244,3 +244,59 @@ def test_fd_reads_the_space_its_settings_resolve():
     assert dict(kept.options)["resize"] == "torch"
     (tf,) = feature_requests_of("fd", {"feature_space": "inception-v3", "backend": "torch-fidelity"})
     assert "resize" not in dict(tf.options)
+
+
+def test_a_run_is_declared_interrupted_only_when_its_driver_provably_died(tmp_path):
+    """docs/failure-modes.md: a run left `running` is `interrupted` only when its driver ran on this host and no
+    process with its pid and start time exists; anything unknown (another host, no record, a malformed record,
+    an old store) keeps it `running` rather than declare a live run dead."""
+    import socket
+
+    import psutil
+
+    from bench.store import _DRIVER, _process_alive
+
+    me = psutil.Process()
+    with Store(tmp_path / "r.sqlite") as st:
+        run = _run(st)
+
+        def driver(record: object) -> bool:
+            with st.db:
+                st.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_DRIVER + run, json.dumps(record)))
+            return st._driver_alive(run)
+
+        here = {"host": socket.gethostname(), "pid": os.getpid(), "created": me.create_time()}
+        assert driver(here) is True
+        assert driver({**here, "created": me.create_time() + 1.5}) is False  # the pid was reused by another process
+        assert driver({**here, "created": me.create_time() - 1.5}) is False
+        assert driver({**here, "created": me.create_time() + 0.5}) is True  # start times are rounded
+        assert driver({**here, "host": "elsewhere"}) is True  # cannot look at another machine's processes
+        assert driver({**here, "created": None}) is True  # no start time: the pid alone decides
+        assert driver(["not", "a", "record"]) is True
+        with st.db:
+            st.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_DRIVER + run, "{torn"))
+        assert st._driver_alive(run) is True
+        with st.db:
+            st.db.execute("DELETE FROM meta WHERE key=?", (_DRIVER + run,))
+        assert st._driver_alive(run) is True  # no record (a run from before records existed)
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+        assert driver({**here, "pid": int(gone.stdout)}) is False
+        st.schema_version = 1
+        assert driver({**here, "pid": int(gone.stdout)}) is True  # a first-release store has no driver records
+    assert _process_alive("123", 0.0) is True and _process_alive(None, None) is True
+    assert _process_alive(os.getpid(), "yesterday") is True
+
+
+def test_an_axis_can_be_registered_and_removed_and_removing_twice_is_harmless():
+    from bench.spec import AXES, register_axis, unregister_axis
+    from tests.plugins.toy_axis import GREY
+
+    register_axis(GREY)
+    try:
+        assert AXES[GREY.name] is GREY
+    finally:
+        unregister_axis(GREY.name)
+    assert GREY.name not in AXES
+    unregister_axis(GREY.name)  # already gone: no error
+    assert "nfe" in AXES
