@@ -213,3 +213,34 @@ def test_a_broken_store_file_is_one_line_and_exit_2(tmp_path, capsys, content, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "broken.sqlite cannot be opened" in err
     assert store.read_bytes() == content  # left as it was
+
+
+def test_a_sample_exactly_on_a_k_nn_radius_is_inside_as_torch_fidelity_counts_it():
+    """Kynkäänniemi et al.: a point is in the manifold when its distance to some reference point is at most that
+    point's k-NN radius, ties included; torch-fidelity counts it so, and so must the per-image indicators."""
+    import torch
+    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
+    from bench.metrics.fidelity import pr_indicators
+
+    ref = torch.tensor([[0.0], [1.0], [2.0], [3.0]], dtype=torch.float64)  # every 1-NN radius is exactly 1
+    gen = torch.tensor([[4.0], [5.5], [-1.0], [1.5]], dtype=torch.float64)  # 4 and -1 sit on a radius
+    p, r = pr_indicators(gen, ref, 1)
+    assert p.tolist() == [True, False, True, True]
+    out = prc_features_to_metric(gen, ref, prc_neighborhood=1, save_cpu_ram=True, verbose=False)
+    assert p.mean() == pytest.approx(out[KEY_METRIC_PRECISION]) and r.mean() == pytest.approx(out[KEY_METRIC_RECALL])
+
+
+def test_kid_defaults_are_torch_fidelitys_cubic_kernel_and_seed_0():
+    import torch
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from bench.metrics.fidelity import kid_from_kernel_rows
+
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(120, 8)), rng.normal(0.2, 1.1, size=(110, 8))
+    tf = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=7, kid_subset_size=50,
+                                kid_kernel_poly_degree=3, kid_kernel_poly_coef0=1.0, rng_seed=0, verbose=False)
+    mean, std = kid_from_kernel_rows(a, b, 7, 50)
+    assert mean == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-9)
+    assert std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-7)
