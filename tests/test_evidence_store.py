@@ -244,3 +244,16 @@ def test_kid_defaults_are_torch_fidelitys_cubic_kernel_and_seed_0():
     mean, std = kid_from_kernel_rows(a, b, 7, 50)
     assert mean == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-9)
     assert std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-7)
+
+
+def test_kid_from_kernel_rows_sums_every_kernel_block(monkeypatch):
+    """The kernel is summed in column blocks to bound memory; with blocks far smaller than the sets (as 50k-image
+    cells get) the result is the one-block result."""
+    import bench.metrics.fidelity as fidelity
+
+    rng = np.random.default_rng(10)
+    a, b = rng.normal(size=(150, 6)), rng.normal(0.1, 1.0, size=(140, 6))
+    whole = fidelity.kid_from_kernel_rows(a, b, 9, 60, seed=3)
+    monkeypatch.setattr(fidelity, "KERNEL_BLOCK", 1)  # 64 columns a block: 3 blocks of each set
+    blocked = fidelity.kid_from_kernel_rows(a, b, 9, 60, seed=3)
+    assert blocked == pytest.approx(whole, rel=1e-12)

@@ -335,3 +335,17 @@ def test_calculate_metrics_is_quiet_and_caches_nothing(tmp_path, monkeypatch, ca
     assert not any(p.is_file() for p in tmp_path.rglob("*"))  # torch-fidelity's disk cache off
     assert out["frechet_inception_distance"] == pytest.approx(
         frechet_distance(space.extract(gen), space.extract(ref)), rel=1e-4)
+
+
+def test_kid_options_errors_name_kid_and_the_option(tmp_path):
+    ctx = make_ctx(tmp_path)
+    for opts, text in (({**PIXELS, "subset": 10}, "metric kid: unknown option(s) subset"),
+                       ({**PIXELS, "batch_size": 0}, "metric kid: batch_size must be a positive integer"),
+                       ({**PIXELS, "subsets": 0}, "metric kid: subsets must be a positive integer, got 0"),
+                       ({**PIXELS, "degree": -2}, "metric kid: degree must be a positive integer, got -2"),
+                       ({**PIXELS, "subset_size": 1}, f"metric kid: subset_size 1 must be between 2 and the sample "
+                                                     f"count {N}"),
+                       ({**PIXELS, "backend": "tf"}, "metric kid: backend must be one of auto, bench, torch-fidelity"),
+                       ({"variant": "pixels", "feature_space": "clip"}, "metric kid:pixels also sets")):
+        with pytest.raises(BenchError, match=re.escape(text)):
+            run(ctx, "kid", opts)

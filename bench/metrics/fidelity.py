@@ -40,6 +40,7 @@ KID_OPTIONS = (*FEATURE_OPTIONS, "subsets", "subset_size", "degree", "coef0", "c
 KID_BACKENDS = ("auto", "bench", "torch-fidelity")
 PR_OPTIONS = (*FEATURE_OPTIONS, "neighborhood", "confidence")
 _QUIET = {"verbose": False}
+KERNEL_BLOCK = 1 << 25  # kernel entries per block in kid_from_kernel_rows (float64: 256 MB); tests shrink it
 
 
 # ----------------------------------------------------------------------------------------------- KID
@@ -74,7 +75,7 @@ def kid_from_kernel_rows(f1: np.ndarray, f2: np.ndarray, subsets: int, size: int
 
     def block_sums(sa: torch.Tensor, a: torch.Tensor, sb: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(subsets, dtype=torch.float64, device=dev)
-        step = max(64, (1 << 25) // max(1, a.shape[0]))  # (len(a) x step) float64 kernel block <= 256 MB
+        step = max(64, KERNEL_BLOCK // max(1, a.shape[0]))  # (len(a) x step) float64 kernel block <= 256 MB
         for j in range(0, b.shape[0], step):
             k = (a @ b[j:j + step].T * gamma + coef0) ** degree
             out += ((sa @ k) * sb[:, j:j + step]).sum(1)
