@@ -349,3 +349,54 @@ def test_kid_options_errors_name_kid_and_the_option(tmp_path):
                        ({"variant": "pixels", "feature_space": "clip"}, "metric kid:pixels also sets")):
         with pytest.raises(BenchError, match=re.escape(text)):
             run(ctx, "kid", opts)
+
+
+def test_kid_is_the_subset_estimator_with_its_options_interval_and_evidence(tmp_path, monkeypatch):
+    """kid: torch-fidelity's estimator on the cell's and the reference's features with the suite's kernel, subsets
+    and seed; the interval is KID ± z · std_over_subsets · sqrt(subset_size / N) (docs/metrics.md); per-image
+    rows (its influence function, with the cell's seeds and condition strata) are kept up to KID_EVIDENCE_MAX_N."""
+    from statistics import NormalDist
+
+    import bench.metrics.fidelity as fidelity
+    from bench.evidence import condition_strata
+
+    ctx = make_ctx(tmp_path / "a", worse_images())
+    space = build_feature_space("pixels")
+    feats = space.extract(ctx.images)
+    ref = space.extract(ctx.dataset.images(ctx.indices, RES))
+    opts = {**PIXELS, "subsets": 20, "subset_size": 100, "degree": 2, "coef0": 0.5, "confidence": 0.8}
+    r = run(ctx, "kid", {**opts, "backend": "bench"})["kid"]
+    mean, std = fidelity.kid_from_kernel_rows(feats, ref, 20, 100, 2, 0.5, seed=ctx.seed)
+    assert r.value == pytest.approx(mean, rel=1e-12) and r.n == N and not r.higher_is_better
+    half = NormalDist().inv_cdf(0.9) * std * np.sqrt(100 / N)
+    assert (r.ci_low, r.ci_high) == (pytest.approx(mean - half, rel=1e-9), pytest.approx(mean + half, rel=1e-9))
+    p = r.provenance
+    assert (p["kernel"], p["subsets"], p["subset_size"], p["rng_seed"], p["backend"]) == \
+        ("(x·y / D + 0.5)^2", 20, 100, ctx.seed, "bench")
+    assert p["std_over_subsets"] == pytest.approx(std) and p["ci"]["confidence"] == 0.8
+    assert p["ci"]["method"] == "normal: KID ± z * std_over_subsets * sqrt(subset_size / N)"
+    assert p["library"].startswith("torch-fidelity's KID estimator and subsets")
+    full, rows = fidelity.kid_influence_rows(feats, ref, 2, 0.5)
+    assert p["paired_evidence"]["full_sample_kid"] == pytest.approx(full)
+    np.testing.assert_allclose(r.evidence.rows, rows, rtol=1e-12)
+    np.testing.assert_array_equal(r.evidence.strata, condition_strata(ctx.labels, ctx.prompts))
+    tf = run(make_ctx(tmp_path / "b", worse_images()), "kid", {**opts, "backend": "torch-fidelity"})["kid"]
+    assert tf.value == pytest.approx(mean, rel=1e-4) and tf.provenance["library"] == \
+        "torch-fidelity kid_features_to_metric" and tf.provenance["backend"] == "torch-fidelity"
+    # defaults: 100 subsets of min(1000, N / 2), the cubic kernel with coef0 1, 95 %
+    d = run(make_ctx(tmp_path / "c", worse_images()), "kid", PIXELS)["kid"].provenance
+    assert (d["subsets"], d["subset_size"], d["kernel"], d["ci"]["confidence"]) == (100, N // 2, "(x·y / D + 1.0)^3",
+                                                                                    0.95)
+    whole = run(make_ctx(tmp_path / "d", worse_images()), "kid", {**PIXELS, "subset_size": N, "subsets": 3})["kid"]
+    assert whole.provenance["subset_size"] == N  # a subset may be the whole set
+    # auto: bench while N1² + N2² + N1·N2 < 3 · subsets · size², else torch-fidelity (equality: torch-fidelity)
+    for subsets, size, want in ((4, 129, "bench"), (4, 128, "torch-fidelity"), (1, 2, "torch-fidelity")):
+        got = run(make_ctx(tmp_path / f"e{subsets}{size}", worse_images()), "kid",
+                  {**PIXELS, "subsets": subsets, "subset_size": size})["kid"].provenance["backend"]
+        assert got == want, (subsets, size)
+    monkeypatch.setattr(fidelity, "KID_EVIDENCE_MAX_N", N)
+    assert run(make_ctx(tmp_path / "f", worse_images()), "kid", PIXELS)["kid"].evidence is not None
+    monkeypatch.setattr(fidelity, "KID_EVIDENCE_MAX_N", N - 1)
+    big = run(make_ctx(tmp_path / "g", worse_images()), "kid", PIXELS)["kid"]
+    assert big.evidence is None and big.provenance["paired_evidence"] == {
+        "kept": False, "why": f"N > {N - 1} (the N x N kernel is too costly)"}
