@@ -400,3 +400,60 @@ def test_kid_is_the_subset_estimator_with_its_options_interval_and_evidence(tmp_
     big = run(make_ctx(tmp_path / "g", worse_images()), "kid", PIXELS)["kid"]
     assert big.evidence is None and big.provenance["paired_evidence"] == {
         "kept": False, "why": f"N > {N - 1} (the N x N kernel is too costly)"}
+
+
+def test_fd_is_the_frechet_distance_with_a_bias_shifted_bootstrap_and_its_floor(tmp_path):
+    """fd: FD(sample features, reference features) with the seeded bootstrap interval docs/metrics.md describes
+    (sample rows resampled with seed (cell seed, 1), reference fixed, shifted by the bootstrap bias), the noise
+    floor and the excess over it in provenance, per-image features as evidence, and FD∞ on request."""
+    from bench.evidence import condition_strata
+    from bench.metrics.bootstrap import bias_shifted_interval
+    from bench.metrics.frechet import FeatureStats, bootstrap_frechet
+
+    ctx = make_ctx(tmp_path / "a", worse_images())
+    space = build_feature_space("pixels")
+    feats = space.extract(ctx.images)
+    ref = space.extract(ctx.dataset.images(ctx.indices, RES))
+    out = run(ctx, "fd", {**PIXELS, "bootstrap": 40, "confidence": 0.8, "fd_inf": 5})
+    assert set(out) == {"fd", "fd_floor", "fd_inf"}
+    fd, floor = out["fd"], out["fd_floor"]
+    assert fd.value == pytest.approx(frechet_distance(feats, ref), rel=1e-12) and fd.n == N
+    ref_stats = FeatureStats.from_features(ref)
+    reps = bootstrap_frechet(feats, ref_stats, 40, (ctx.seed, 1))
+    iv, bias = bias_shifted_interval(reps, fd.value, 0.8)
+    assert (fd.ci_low, fd.ci_high) == (pytest.approx(iv.low, rel=1e-9), pytest.approx(iv.high, rel=1e-9))
+    ci = fd.provenance["ci"]
+    assert (ci["confidence"], ci["resamples"], ci["seed"]) == (0.8, 40, [ctx.seed, 1])
+    assert ci["bias"] == pytest.approx(bias) and "shifted by the bootstrap bias estimate" in ci["method"]
+    p = fd.provenance
+    assert p["backend"] == "bench" and p["comparable"] is True and p["fingerprint"]
+    assert p["formula"].startswith("|mu_s - mu_r|^2 + tr(S_s) + tr(S_r)")
+    assert p["noise_floor"] == floor.value and p["noise_floor_kind"] == "condition-matched"
+    assert p["excess_fd"] == pytest.approx(fd.value - floor.value)
+    assert fd.evidence.kind == "features" and fd.evidence.rows.shape == feats.shape
+    np.testing.assert_allclose(fd.evidence.ref_mean, ref_stats.mean)
+    np.testing.assert_array_equal(fd.evidence.strata, condition_strata(ctx.labels, ctx.prompts))
+    inf = out["fd_inf"]
+    assert len(inf.provenance["ns"]) == 5 and inf.provenance["seed"] == [ctx.seed, 3]
+    assert inf.ci_low < inf.value < inf.ci_high and inf.provenance["ci"]["confidence"] == 0.8
+    assert len(run(make_ctx(tmp_path / "i", worse_images()), "fd", {**PIXELS, "bootstrap": 0, "fd_inf": True})[
+        "fd_inf"].provenance["ns"]) == 15
+    alone = run(make_ctx(tmp_path / "b", worse_images()), "fd", {**PIXELS, "bootstrap": 0, "noise_floor": False})
+    assert set(alone) == {"fd"} and "noise_floor" not in alone["fd"].provenance
+    assert alone["fd"].ci_low is None and alone["fd"].provenance["ci"] == {"resamples": 0}
+    for backend in ("torch-fidelity", "clean-fid"):
+        other = run(make_ctx(tmp_path / backend, worse_images()), "fd", {**PIXELS, "bootstrap": 0,
+                                                                           "backend": backend})["fd"]
+        assert other.value == pytest.approx(fd.value, rel=1e-5) and other.provenance["backend"] == backend
+    for opts, text in (({**PIXELS, "noise_floor": "yes"}, "metric fd: noise_floor must be true or false, got 'yes'"),
+                       ({**PIXELS, "fd_inf": 2}, "metric fd: fd_inf must be true, false or a number of subset sizes "
+                                                 ">= 3, got 2"),
+                       ({**PIXELS, "floor_offset": True}, "metric fd: floor_offset must be an integer, got True"),
+                       ({**PIXELS, "floor_offset": 1.5}, "metric fd: floor_offset must be an integer, got 1.5"),
+                       ({**PIXELS, "confidence": 2}, "confidence must be in (0, 1), got 2"),
+                       ({**PIXELS, "batch_size": 0}, "metric fd: batch_size must be a positive integer")):
+        with pytest.raises(BenchError, match=re.escape(text)):
+            run(make_ctx(tmp_path / "e", worse_images()), "fd", opts)
+    assert "fd_inf" in run(make_ctx(tmp_path / "f", worse_images()), "fd", {**PIXELS, "bootstrap": 0, "fd_inf": 3})
+    with pytest.raises(BenchError, match="floor_offset only applies to the disjoint-block noise floor"):
+        run(make_ctx(tmp_path / "g", worse_images()), "fd", {**PIXELS, "bootstrap": 0, "floor_offset": 7})
