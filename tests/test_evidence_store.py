@@ -257,3 +257,14 @@ def test_kid_from_kernel_rows_sums_every_kernel_block(monkeypatch):
     monkeypatch.setattr(fidelity, "KERNEL_BLOCK", 1)  # 64 columns a block: 3 blocks of each set
     blocked = fidelity.kid_from_kernel_rows(a, b, 9, 60, seed=3)
     assert blocked == pytest.approx(whole, rel=1e-12)
+
+
+def test_kid_rows_are_computed_in_float64_from_float32_features():
+    from bench.metrics.fidelity import kid_influence_rows
+
+    rng = np.random.default_rng(11)
+    x, y = (rng.normal(size=(80, 16)) * 30).astype(np.float32), (rng.normal(size=(70, 16)) * 30).astype(np.float32)
+    kid32, rows32 = kid_influence_rows(x, y)
+    kid64, rows64 = kid_influence_rows(x.astype(np.float64), y.astype(np.float64))
+    assert kid32 == pytest.approx(kid64, rel=1e-12) and rows32.dtype == np.float64
+    np.testing.assert_allclose(rows32, rows64, rtol=1e-12)
