@@ -377,7 +377,8 @@ def test_kid_is_the_subset_estimator_with_its_options_interval_and_evidence(tmp_
     assert p["ci"]["method"] == "normal: KID ± z * std_over_subsets * sqrt(subset_size / N)"
     assert p["library"].startswith("torch-fidelity's KID estimator and subsets")
     full, rows = fidelity.kid_influence_rows(feats, ref, 2, 0.5)
-    assert p["paired_evidence"]["full_sample_kid"] == pytest.approx(full)
+    assert p["paired_evidence"] == {"full_sample_kid": pytest.approx(full), "what": (
+        "per-image rows of the full-sample unbiased MMD² (its influence function): paired differences resample them")}
     np.testing.assert_allclose(r.evidence.rows, rows, rtol=1e-12)
     np.testing.assert_array_equal(r.evidence.strata, condition_strata(ctx.labels, ctx.prompts))
     tf = run(make_ctx(tmp_path / "b", worse_images()), "kid", {**opts, "backend": "torch-fidelity"})["kid"]
