@@ -300,3 +300,17 @@ def test_an_axis_can_be_registered_and_removed_and_removing_twice_is_harmless():
     assert GREY.name not in AXES
     unregister_axis(GREY.name)  # already gone: no error
     assert "guidance" in AXES  # the built-in extra axis stays
+
+
+def test_a_spec_from_an_older_store_gets_the_documented_defaults():
+    """Specs stored before a field existed lack it; reading them gives the value the field had before (0 samples
+    and seed when unknown, no grid, no variant, no dataset key, no saved samples)."""
+    minimal = {k: v for k, v in BASE.to_dict().items()
+               if k in ("suite", "sampler", "adapter", "family", "version", "axes")}
+    old = CellSpec.from_dict(minimal)
+    assert (old.samples, old.base_seed, old.grid, old.variant, old.dataset_key, old.save_samples) == \
+        (0, 0, 0, {}, "", None)
+    assert (old.options, old.dataset, old.metrics) == ({}, {}, {})
+    full = replace(BASE, base_seed=7, grid=9, variant={"shift": 1.0}, dataset_key="k2", samples=77,
+                   save_samples={"format": "png", "max": 3})
+    assert CellSpec.from_dict(json.loads(json.dumps(full.to_dict()))) == full

@@ -268,3 +268,15 @@ def test_kid_rows_are_computed_in_float64_from_float32_features():
     kid64, rows64 = kid_influence_rows(x.astype(np.float64), y.astype(np.float64))
     assert kid32 == pytest.approx(kid64, rel=1e-12) and rows32.dtype == np.float64
     np.testing.assert_allclose(rows32, rows64, rtol=1e-12)
+
+
+def test_an_images_kid_row_rises_with_how_much_that_image_raises_kid():
+    """Row i is KID plus image i's influence: leaving image i out lowers KID by about its influence / N, so the
+    rows track the jackknife's per-image effect in sign and size (the sign pairs a worse image with a larger row)."""
+    from bench.metrics.fidelity import kid_influence_rows
+
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(0.3, 1.0, size=(60, 4)), rng.normal(size=(70, 4))
+    kid, rows = kid_influence_rows(x, y)
+    effect = np.array([kid - kid_influence_rows(np.delete(x, i, 0), y)[0] for i in range(60)])
+    assert np.corrcoef(rows - kid, effect)[0, 1] > 0.95

@@ -434,6 +434,13 @@ def test_fd_is_the_frechet_distance_with_a_bias_shifted_bootstrap_and_its_floor(
     assert fd.evidence.kind == "features" and fd.evidence.rows.shape == feats.shape
     np.testing.assert_allclose(fd.evidence.ref_mean, ref_stats.mean)
     np.testing.assert_array_equal(fd.evidence.strata, condition_strata(ctx.labels, ctx.prompts))
+    floor_feats = space.extract(ctx.dataset.matched_images(ctx.indices, RES, draw=1))  # the floor's own draw
+    assert floor.value == pytest.approx(frechet_distance(floor_feats, ref), rel=1e-12)
+    floor_iv, floor_bias = bias_shifted_interval(bootstrap_frechet(floor_feats, ref_stats, 40, (0, 2)),
+                                                 floor.value, 0.8)
+    assert (floor.ci_low, floor.ci_high) == (pytest.approx(floor_iv.low, rel=1e-9),
+                                             pytest.approx(floor_iv.high, rel=1e-9))
+    assert floor.provenance["ci"]["bias"] == pytest.approx(floor_bias) and floor.provenance["ci"]["seed"] == 0
     inf = out["fd_inf"]
     assert len(inf.provenance["ns"]) == 5 and inf.provenance["seed"] == [ctx.seed, 3]
     assert inf.ci_low < inf.value < inf.ci_high and inf.provenance["ci"]["confidence"] == 0.8
