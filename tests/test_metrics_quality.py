@@ -440,7 +440,18 @@ def test_fd_is_the_frechet_distance_with_a_bias_shifted_bootstrap_and_its_floor(
                                                  floor.value, 0.8)
     assert (floor.ci_low, floor.ci_high) == (pytest.approx(floor_iv.low, rel=1e-9),
                                              pytest.approx(floor_iv.high, rel=1e-9))
-    assert floor.provenance["ci"]["bias"] == pytest.approx(floor_bias) and floor.provenance["ci"]["seed"] == 0
+    fp = floor.provenance
+    assert fp["ci"] == {"confidence": 0.8, "resamples": 40, "seed": 0, "bias": pytest.approx(floor_bias),
+                        "method": "percentile bootstrap of the floor set's features, reference stats fixed, shifted "
+                                  "by the bootstrap bias estimate"}
+    assert fp["backend"] == "bench" and fp["feature_space"]["feature_space"] == "pixels"
+    assert set(fp["matched_reference"]) == {"indices_range", "cache_key", "draw"}
+    assert fp["matched_reference"]["draw"] == 1 and len(fp["matched_reference"]["cache_key"]) == 32
+    assert fp["from_cache"] is False and "cache_recovered" not in fp
+    again = run(make_ctx(tmp_path / "a", worse_images()), "fd", {**PIXELS, "bootstrap": 40, "confidence": 0.8})
+    assert again["fd_floor"].provenance["from_cache"] is True and again["fd_floor"].value == floor.value
+    bare = run(make_ctx(tmp_path / "h", worse_images()), "fd", {**PIXELS, "bootstrap": 0})["fd_floor"]
+    assert bare.ci_low is None and bare.ci_high is None and bare.provenance["ci"]["bias"] is None
     inf = out["fd_inf"]
     assert len(inf.provenance["ns"]) == 5 and inf.provenance["seed"] == [ctx.seed, 3]
     assert inf.ci_low < inf.value < inf.ci_high and inf.provenance["ci"]["confidence"] == 0.8
