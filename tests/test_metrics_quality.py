@@ -450,6 +450,10 @@ def test_fd_is_the_frechet_distance_with_a_bias_shifted_bootstrap_and_its_floor(
     assert fp["from_cache"] is False and "cache_recovered" not in fp
     again = run(make_ctx(tmp_path / "a", worse_images()), "fd", {**PIXELS, "bootstrap": 40, "confidence": 0.8})
     assert again["fd_floor"].provenance["from_cache"] is True and again["fd_floor"].value == floor.value
+    (cached,) = (tmp_path / "a").rglob("fd_floor-*.npz")
+    cached.write_bytes(b"torn")
+    healed = run(make_ctx(tmp_path / "a", worse_images()), "fd", {**PIXELS, "bootstrap": 40, "confidence": 0.8})
+    assert "corrupt" in healed["fd_floor"].provenance["cache_recovered"] and healed["fd_floor"].value == floor.value
     bare = run(make_ctx(tmp_path / "h", worse_images()), "fd", {**PIXELS, "bootstrap": 0})["fd_floor"]
     assert bare.ci_low is None and bare.ci_high is None and bare.provenance["ci"]["bias"] is None
     inf = out["fd_inf"]
