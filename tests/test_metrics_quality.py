@@ -478,5 +478,9 @@ def test_fd_is_the_frechet_distance_with_a_bias_shifted_bootstrap_and_its_floor(
         with pytest.raises(BenchError, match=re.escape(text)):
             run(make_ctx(tmp_path / "e", worse_images()), "fd", opts)
     assert "fd_inf" in run(make_ctx(tmp_path / "f", worse_images()), "fd", {**PIXELS, "bootstrap": 0, "fd_inf": 3})
+    default = run(make_ctx(tmp_path / "j", worse_images()), "fd", PIXELS)
+    assert set(default) == {"fd", "fd_floor"}  # the floor by default, FD-infinity only on request
+    dci = default["fd"].provenance["ci"]
+    assert (dci["resamples"], dci["confidence"], default["fd"].provenance["backend"]) == (200, 0.95, "bench")
     with pytest.raises(BenchError, match="floor_offset only applies to the disjoint-block noise floor"):
         run(make_ctx(tmp_path / "g", worse_images()), "fd", {**PIXELS, "bootstrap": 0, "floor_offset": 7})
