@@ -317,3 +317,27 @@ def test_devices_option_parses_and_auto_pins_nothing_without_gpus(monkeypatch):
     for bad in ("", "0,,1", "a b", "0;1"):
         with pytest.raises(BenchError, match="--devices"):
             worker_devices(bad, 2)
+
+
+@pytest.mark.slow
+def test_an_interrupted_sharded_cell_resumes_per_shard_in_the_embedded_world(tmp_path, capsys):
+    """Item 3 in the embedded world: a run whose middle shard fails keeps the other shards' files; the rerun
+    computes only the missing shard and scores exactly what an uninterrupted, unsharded run scores. (kill -9 of
+    the driver is the analytic-world test above; the shard files are the same unit of resume.)"""
+    marker = tmp_path / "interrupt"
+    marker.write_text("")
+    text = EMBEDDED.replace("  - {id: teacher-euler, adapter: teacher-euler}",
+                            "  - {id: teacher-euler, adapter: 'tests.plugins.crashy:TeacherFailsWhileMarked', "
+                            f"options: {{marker: '{marker}', bad_seed: 40}}}}")
+    suite = _suite(tmp_path, text)
+    whole, sharded = tmp_path / "whole" / "r.sqlite", tmp_path / "sharded" / "r.sqlite"
+    args = ["run", str(suite), "--store", str(sharded), "--no-progress", "--set", "shard_size=32"]
+    assert main(args) == 1
+    assert "shard of images 32-63 failed: ValueError: interrupted at seed 40" in capsys.readouterr().err
+    kept = sorted(p.name for p in (sharded.parent / "shards").rglob("*.npz"))
+    assert kept == ["000000000-000000032.npz", "000000064-000000096.npz"]
+    marker.unlink()
+    assert main(args) == 0
+    assert "shards: 1 computed, 2 reused from an interrupted run" in capsys.readouterr().out
+    assert main(["run", str(suite), "--store", str(whole), "--no-progress"]) == 0
+    _same(whole, sharded)

@@ -9,6 +9,7 @@ from typing import Any
 
 from bench.adapters.analytic import AnalyticEuler
 from bench.adapters.protocol import SampleRequest
+from bench.adapters.teacher import TeacherEuler
 
 
 class RaisingSampler(AnalyticEuler):
@@ -76,4 +77,18 @@ class OutOfMemoryAbove(AnalyticEuler):
 
         if len(req.seeds) > self.max_batch:
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {len(req.seeds)}")
+        return super().sample(req)
+
+
+class TeacherFailsWhileMarked(TeacherEuler):
+    """The zoo teacher, failing for the batch holding `bad_seed` while the file `marker` exists: an interrupted
+    sharded cell in the embedded world whose resume, once the file is gone, must equal an uninterrupted run."""
+
+    def __init__(self, marker: str = "", bad_seed: int = -1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.marker, self.bad_seed = marker, bad_seed
+
+    def sample(self, req: SampleRequest) -> Any:
+        if self.marker and os.path.exists(self.marker) and self.bad_seed in req.seeds:
+            raise ValueError(f"interrupted at seed {self.bad_seed}")
         return super().sample(req)
