@@ -239,7 +239,10 @@ def _merged_task(task: CellTask, store: Store) -> CellTask:
 
 
 def _names_gpu_index(hardware: str) -> bool:
-    return re.match(r"^cuda:\d", hardware) is not None
+    from bench.hardware import HardwareSpec
+
+    hw = HardwareSpec.parse(hardware)
+    return hw.kind == "cuda" and hw.device != "cuda"
 
 
 def _executor(name: str, jobs: int, timeout: float, isolate: bool, options: dict[str, Any],
@@ -273,6 +276,7 @@ class _Sampling:
 class _ShardedCell:
     total: int  # the cell's images
     finished: int  # images in shards already done (reused from an interrupted run, or finished in this run)
+    before: int = 0  # of those, the images done before this run (reused shard files)
     labels: list[str] = field(default_factory=list)  # its shard tasks in this run
     t0: float | None = None  # the first shard's start of sampling
 
@@ -293,6 +297,7 @@ class CellProgress:
                 self._shard_of[t.label] = (t.cell.label, size)
                 cell = self._cells.setdefault(t.cell.label, _ShardedCell(t.cell.spec.samples, t.cell.spec.samples))
                 cell.finished -= size
+                cell.before = cell.finished
                 cell.labels.append(t.label)
 
     def title(self, label: str) -> str:
@@ -318,10 +323,8 @@ class CellProgress:
         if cell.t0 is None:
             cell.t0 = run.t0
         running = [self._runs[x] for x in cell.labels if x in self._runs]
-        this_run = sum(r.done for r in running) + cell.finished - (cell.total - sum(
-            self._shard_of[x][1] for x in cell.labels))
         self.label, self.done, self.total = cell_label, cell.finished + sum(r.done for r in running), cell.total
-        return self._text(self.done, self.total, now - cell.t0, this_run,
+        return self._text(self.done, self.total, now - cell.t0, self.done - cell.before,
                           f" ({len(running)} of {len(cell.labels)} shards running)")
 
     def finish(self, label: str) -> None:
