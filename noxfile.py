@@ -74,7 +74,15 @@ MUTMUT = "mutmut==3.8.1"
 # and the share of their mutants the tests must kill (issue 19; docs/mutation.md records the last scores).
 MUTATION_GOALS = {"bench.metrics.frechet": 0.9, "bench.metrics.fd": 0.9, "bench.metrics.bootstrap": 0.9,
                   "bench.metrics.fidelity": 0.9, "bench.runtime": 0.9, "bench.metrics.nfe": 0.9,
-                  "bench.spec": 0.9, "bench.plan": 0.9, "bench.store": 0.9}
+                  "bench.spec": 0.9, "bench.plan": 0.9, "bench.store": 0.9,
+                  "bench.gate": 0.8, "bench.suite": 0.8, "bench.yaml_lines": 0.8}
+# The gate's decisions (not its file I/O, baseline-shape checks or rendering): what passes, fails, ties or is
+# skipped, and the front.
+GATE_DECISIONS = [f"bench.gate.{fn}*" for fn in (
+    "x_calibration_summary", "x_drift", "x__normalised_latency", "x__latency_unstable", "x_median_snapshot",
+    "x_identity_problems", "x_effective_rules", "x_rule_for", "x__normalises", "x__calibration", "x_compare",
+    "x__paired_for", "x__unstable_note", "x__slower_beyond_doubt", "x_pareto_front", "x__front_points", "x__within",
+    "x__quality_kept", "x_front_checks", "xǁGateResultǁ")]
 # What `nox -s mutants` mutates with no arguments (mutmut's mutant-name globs): the numeric modules whole, and of
 # runtime and store only the seeding and the resume functions (the rest of those modules is I/O and options).
 MUTATION_SCOPE = [
@@ -83,6 +91,7 @@ MUTATION_SCOPE = [
     "bench.store.xǁStoreǁdone_keys*", "bench.store.xǁStoreǁcommit_cell*", "bench.store.xǁStoreǁrecord_plan*",
     "bench.store.xǁStoreǁ_mark_interrupted*", "bench.store.xǁStoreǁ_driver_alive*", "bench.store.x__process_alive*",
     "bench.metrics.bootstrap.*", "bench.metrics.frechet.*", "bench.metrics.fd.*", "bench.metrics.fidelity.*",
+    *GATE_DECISIONS, "bench.suite.*", "bench.yaml_lines.*",
 ]
 
 

@@ -15,7 +15,7 @@ from bench.errors import BenchError
 from bench.metrics import InsufficientSamplesError, metric_names
 from bench.metrics.features import build_feature_space
 from bench.metrics.fidelity import calculate_metrics
-from bench.metrics.frechet import frechet_distance
+from bench.metrics.frechet import FeatureStats, frechet_distance
 from bench.metrics.reference import key_digest, reference_key
 from bench.metrics.registry import QualityContext, get_metric
 from bench.zoo.gmm import GaussianMixtureDataset
@@ -484,3 +484,96 @@ def test_fd_is_the_frechet_distance_with_a_bias_shifted_bootstrap_and_its_floor(
     assert (dci["resamples"], dci["confidence"], default["fd"].provenance["backend"]) == (200, 0.95, "bench")
     with pytest.raises(BenchError, match="floor_offset only applies to the disjoint-block noise floor"):
         run(make_ctx(tmp_path / "g", worse_images()), "fd", {**PIXELS, "bootstrap": 0, "floor_offset": 7})
+
+
+def test_fd_against_a_statistics_file_is_the_datasets_fd_without_a_floor(tmp_path):
+    """`reference_stats`: FD and its bootstrap interval against a file's mu / sigma equal FD against the dataset
+    the file was made from (same seed, same reference statistics); the file and whether it comes from the cell's
+    pipeline are in provenance; no noise floor (it needs reference images); FD∞ is refused; the file's sha256 and
+    feature dimension are checked where the metric runs."""
+    from bench.metrics.statsfile import load_stats_file, pipeline_fingerprint, write_stats_file
+
+    space = build_feature_space("pixels")
+    ctx = make_ctx(tmp_path / "a", worse_images())
+    ref_feats = space.extract(ctx.dataset.images(ctx.indices, RES))
+    path = write_stats_file(tmp_path / "ref.npz", FeatureStats.from_features(ref_feats),
+                            pipeline_fingerprint(space, N, ctx.uint8), {"test": True})
+    sf = load_stats_file(path)
+    opts = {**PIXELS, "bootstrap": 30, "confidence": 0.9}
+    by_data = run(ctx, "fd", opts)["fd"]
+    out = run(make_ctx(tmp_path / "b", worse_images()), "fd",
+              {**opts, "reference_stats": str(path), "reference_stats_sha256": sf.sha256})
+    assert set(out) == {"fd"}
+    fd = out["fd"]
+    assert fd.value == pytest.approx(by_data.value, rel=1e-12) and fd.n == N
+    assert (fd.ci_low, fd.ci_high) == (pytest.approx(by_data.ci_low, rel=1e-9),
+                                       pytest.approx(by_data.ci_high, rel=1e-9))
+    p = fd.provenance
+    assert p["reference"] == sf.provenance() and p["reference"]["sha256"] == sf.sha256
+    assert p["fingerprint"] == pipeline_fingerprint(space, N, ctx.uint8) and p["fingerprint"]["n"] == N
+    assert (p["comparable"], p["comparability"]) == (True, "same pipeline as ref.npz")
+    assert p["noise_floor"] is None and p["noise_floor_skipped"] == (
+        "not computable from a statistics file: the floor needs a second set of reference images, and the file "
+        "has only mu and sigma")
+    np.testing.assert_allclose(fd.evidence.ref_mean, sf.stats.mean)
+    np.testing.assert_allclose(fd.evidence.ref_cov, sf.stats.cov)
+    assert fd.evidence.rows.shape == (N, space.dim)
+    no_floor = run(make_ctx(tmp_path / "c", worse_images()), "fd",
+                   {**opts, "reference_stats": str(path), "noise_floor": False})["fd"]
+    assert "noise_floor_skipped" not in no_floor.provenance and no_floor.value == fd.value
+
+    other = write_stats_file(tmp_path / "clean.npz", FeatureStats.from_features(ref_feats),
+                             pipeline_fingerprint(build_feature_space("pixels", {"resize": "clean"}), N), {})
+    flagged = run(make_ctx(tmp_path / "d", worse_images()), "fd", {**opts, "reference_stats": str(other)})["fd"]
+    assert flagged.provenance["comparable"] is False
+    assert flagged.provenance["comparability"].startswith("not comparable with clean.npz: preprocessing")
+    with pytest.raises(BenchError, match=re.escape("metric fd: fd_inf needs the reference features; a statistics "
+                                                   "file has only mu, sigma")):
+        run(make_ctx(tmp_path / "e", worse_images()), "fd", {**opts, "reference_stats": str(path), "fd_inf": 5})
+    with pytest.raises(BenchError, match="sha256"):
+        run(make_ctx(tmp_path / "e", worse_images()), "fd",
+            {**opts, "reference_stats": str(path), "reference_stats_sha256": "0" * 64})
+    np.savez(tmp_path / "d8.npz", mu=np.zeros(8), sigma=np.eye(8))
+    with pytest.raises(BenchError, match=re.escape("d8.npz")):
+        run(make_ctx(tmp_path / "e", worse_images()), "fd", {**opts, "reference_stats": str(tmp_path / "d8.npz")})
+
+
+def test_fd_results_come_in_order_and_fd_inf_reports_its_fit(tmp_path):
+    """fd's results are [fd, fd_floor, fd_inf] (the report and the store read the first as the headline); FD∞ is
+    the fit `fd_infinity` gives on stream (cell seed, 3), lower is better, with the fit's points in provenance."""
+    from bench.metrics.frechet import fd_infinity
+
+    ctx = make_ctx(tmp_path / "a", worse_images())
+    space = build_feature_space("pixels")
+    results = get_metric("fd")(ctx, {**PIXELS, "bootstrap": 0, "fd_inf": 4, "confidence": 0.9})
+    assert [r.name for r in results] == ["fd", "fd_floor", "fd_inf"]
+    inf = results[2]
+    fit = fd_infinity(space.extract(ctx.images), space.extract(ctx.dataset.images(ctx.indices, RES)),
+                      (ctx.seed, 3), points=4)
+    assert inf.value == pytest.approx(fit.value, rel=1e-12) and inf.higher_is_better is False and inf.n == N
+    p = inf.provenance
+    assert (p["ns"], p["fds"]) == (list(fit.ns), pytest.approx(list(fit.fds), rel=1e-12))
+    assert (p["slope"], p["stderr"]) == (pytest.approx(fit.slope, rel=1e-9), pytest.approx(fit.stderr, rel=1e-9))
+    assert p["ci"] == {"confidence": 0.9, "method": "normal interval from the fit's intercept stderr"}
+    assert p["method"].startswith("Chong & Forsyth FD∞: FD of random subsets of both sets at N_i")
+    assert p["feature_space"]["feature_space"] == "pixels" and p["reference"]
+    named = get_metric("fd")(ctx, {"variant": "pixels", "bootstrap": 0, "fd_inf": 3})
+    assert [r.name for r in named] == ["fd:pixels", "fd_floor:pixels", "fd_inf:pixels"]
+
+
+def test_fd_errors_name_the_metric_and_the_set_that_is_too_small(tmp_path):
+    """Errors say which metric (fd or fd_floor) and which set has too few samples for the feature dimension."""
+    with pytest.raises(BenchError, match=re.escape("metric fd:pixels also sets feature_space: clip")):
+        run(make_ctx(tmp_path / "a", worse_images()), "fd", {"variant": "pixels", "feature_space": "clip"})
+    with pytest.raises(BenchError, match=re.escape("metric fd: floor_offset only applies")):
+        run(make_ctx(tmp_path / "a", worse_images()), "fd", {**PIXELS, "bootstrap": 0, "floor_offset": 3})
+    with pytest.raises(BenchError, match=re.escape("metric fd_floor: floor_offset only applies")):
+        run(make_ctx(tmp_path / "a", worse_images()), "fd_floor", {**PIXELS, "bootstrap": 0, "floor_offset": 3})
+    with pytest.raises(BenchError, match=re.escape("metric fd: backend must be one of bench, torch-fidelity, "
+                                                   "clean-fid, got 'scipy'")):
+        run(make_ctx(tmp_path / "a", worse_images()), "fd", {**PIXELS, "backend": "scipy"})
+    small = 48  # the pixels space has D = 64 features
+    with pytest.raises(InsufficientSamplesError, match=re.escape("the cell's samples in pixels has N=48")):
+        run(make_ctx(tmp_path / "b", worse_images(small), n=small), "fd", PIXELS)
+    with pytest.raises(InsufficientSamplesError, match=re.escape("the reference set has N=48")):
+        run(make_ctx(tmp_path / "b", worse_images(small), n=small), "fd_floor", PIXELS)
