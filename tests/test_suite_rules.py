@@ -1,0 +1,180 @@
+"""Suite validation rules in-process, each at its edge: the resource limits (docs/failure-modes.md), `--set`
+overrides, axis values, and where an error points (FILE:LINE for the file, `--set` for an override).
+
+tests/test_suite_errors.py checks the one-line exit-2 contract through the CLI; here the rules themselves."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench.errors import BenchError
+from bench.suite import FEATURE_DIM_FLOOR, apply_overrides, load_suite, parse_suite
+from bench.yaml_lines import parse_yaml
+
+GOOD = """\
+name: ok
+dataset: {name: gmm}
+samples: 8
+samplers:
+  - id: a
+    adapter: analytic-euler
+axes:
+  nfe: [1, 2]
+  resolution: [4]
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(BenchError) as e:
+        parse_suite(text, "s.yaml")
+    return str(e.value)
+
+
+def with_limits(text: str, **limits: int) -> str:
+    return text + "limits: {" + ", ".join(f"{k}: {v}" for k, v in limits.items()) + "}\n"
+
+
+# ------------------------------------------------------------------------------------------ limits
+
+
+def test_max_nfe_is_inclusive_and_checked_on_the_axis_and_each_samplers_list():
+    parse_suite(with_limits(GOOD.replace("nfe: [1, 2]", "nfe: [1, 5]"), max_nfe=5))
+    msg = error_of(with_limits(GOOD.replace("nfe: [1, 2]", "nfe: [6, 1]"), max_nfe=5))
+    assert msg == ("s.yaml:8: axes.nfe: requested steps 6 is over limits.max_nfe = 5; if this machine has the memory "
+                   "and time, raise it in the suite (limits: {max_nfe: 6})")
+    per_sampler = GOOD.replace("adapter: analytic-euler", "adapter: analytic-euler\n    nfe: [3, 7]")
+    assert error_of(with_limits(per_sampler, max_nfe=5)).startswith(
+        "s.yaml:7: samplers.0.nfe: requested steps 7 is over limits.max_nfe = 5")
+    parse_suite(with_limits(per_sampler, max_nfe=7))
+
+
+def test_max_samples_is_inclusive_and_counts_per_resolution_overrides():
+    parse_suite(with_limits(GOOD, max_samples=8))
+    assert error_of(with_limits(GOOD, max_samples=7)).startswith(
+        "s.yaml:3: samples: images per cell 8 is over limits.max_samples = 7; if this machine has the memory")
+    per_res = GOOD.replace("resolution: [4]", "resolution: [4, 8]") + "samples_per_resolution: {8: 20}\n"
+    assert error_of(with_limits(per_res, max_samples=10)).startswith(
+        "s.yaml:10: samples_per_resolution.8: images per cell 20 is over limits.max_samples = 10")
+    # `samples` only applies where no per-resolution count replaces it
+    only_res = GOOD + "samples_per_resolution: {4: 5}\n"
+    parse_suite(with_limits(only_res.replace("samples: 8", "samples: 50"), max_samples=10))
+
+
+def test_feature_values_are_samples_times_the_feature_dimension():
+    # no pixels metric: D is taken as 2048
+    n = 8 * FEATURE_DIM_FLOOR
+    parse_suite(with_limits(GOOD, max_feature_values=n))
+    assert error_of(with_limits(GOOD, max_feature_values=n - 1)) == (
+        f"s.yaml:3: samples: 8 images at resolution 4 need about {n:,} feature values per cell (N x D, D = 2048), "
+        f"over limits.max_feature_values = {n - 1:,}; lower the count or raise the limit in the suite "
+        f"(limits: {{max_feature_values: {n}}})")
+    # a pixels metric at 64 px: D = 3 x 64 x 64 = 12288 > 2048
+    pixels = GOOD.replace("resolution: [4]", "resolution: [64]") + "metrics: {fd: {feature_space: pixels}}\n"
+    n_pix = 8 * 3 * 64 * 64
+    parse_suite(with_limits(pixels, max_feature_values=n_pix))
+    assert f"D = {3 * 64 * 64}" in error_of(with_limits(pixels, max_feature_values=n_pix - 1))
+    # pixels at 4 px: 3 x 16 = 48 < 2048, the floor still applies
+    small = GOOD + "metrics: {fd: {feature_space: pixels}}\n"
+    assert "D = 2048" in error_of(with_limits(small, max_feature_values=n - 1))
+    # each resolution of each sampler counts
+    sampler_res = GOOD.replace("adapter: analytic-euler", "adapter: analytic-euler\n    resolution: [64]") + \
+        "metrics: {fd: {feature_space: pixels}}\n"
+    assert "at resolution 64" in error_of(with_limits(sampler_res, max_feature_values=n_pix - 1))
+
+
+def test_batch_limits_cover_the_quality_and_the_latency_batch():
+    parse_suite(with_limits(GOOD + "batch_size: 16\n", max_batch=16))
+    assert error_of(with_limits(GOOD + "batch_size: 17\n", max_batch=16)).startswith(
+        "s.yaml:10: batch_size: batch size 17 is over limits.max_batch = 16")
+    latency = GOOD + "batch_size: 4\nmetrics: {latency: {batch_sizes: [1, 32]}}\n"
+    parse_suite(with_limits(latency, max_batch=32))
+    assert error_of(with_limits(latency, max_batch=31)).startswith(
+        "s.yaml:11: metrics.latency.batch_sizes: latency batch size 32 is over limits.max_batch = 31")
+
+
+def test_big_numbers_in_limit_messages_have_thousands_separators():
+    msg = error_of(GOOD.replace("samples: 8", "samples: 100000000"))
+    assert "images per cell 100,000,000 is over limits.max_samples = 1,000,000" in msg
+    assert msg.endswith("(limits: {max_samples: 100000000})")
+
+
+# ------------------------------------------------------------------------------------------ axes
+
+
+def test_axis_lists_must_be_positive_unique_and_non_empty():
+    assert error_of(GOOD.replace("nfe: [1, 2]", "nfe: [2, 2]")) == "s.yaml:8: axes.nfe: nfe has duplicate values"
+    assert error_of(GOOD.replace("nfe: [1, 2]", "nfe: [1, 0]")) == (
+        "s.yaml:8: axes.nfe: nfe values must be positive integers, got 0")
+    assert error_of(GOOD.replace("nfe: [1, 2]", "nfe: [1, true]")) == "s.yaml:8: axes.nfe.1: Input should be a valid integer"
+    assert error_of(GOOD.replace("resolution: [4]", "resolution: []")) == (
+        "s.yaml:9: axes.resolution: resolution must list at least one value")
+    hw = GOOD + "  hardware: [cpu, cpu]\n"
+    assert error_of(hw) == "s.yaml:10: axes.hardware: hardware has duplicate values"
+    assert error_of(GOOD + "  hardware: []\n") == "s.yaml:10: axes.hardware: hardware must list at least one spec"
+    parse_suite(GOOD + "  hardware: [cpu, cpu:threads=1]\n")
+
+
+def test_guidance_values_scalar_or_list_and_unknown_axes_name_the_known_ones():
+    suite = parse_suite(GOOD + "  guidance: 1.5\n")
+    assert suite.model.axes.guidance == [1.5]
+    assert error_of(GOOD + "  guidance: [1.5, 1.5]\n") == "s.yaml:10: axes.guidance: guidance has duplicate values"
+    assert error_of(GOOD + "  guidance: []\n") == "s.yaml:10: axes.guidance: guidance must list at least one value"
+    msg = error_of(GOOD + "  colour: [red]\n")
+    assert re.match(r"s\.yaml:7: axes: unknown axis 'colour' \(axes: nfe, resolution, hardware, guidance", msg)
+    assert msg.endswith("more with bench.spec.register_axis or the bench.axes entry point)")
+    sampler = GOOD.replace("adapter: analytic-euler", "adapter: analytic-euler\n    guidance: 2")
+    assert parse_suite(sampler).model.samplers[0].guidance == 2.0
+
+
+# ------------------------------------------------------------------------------------------ overrides
+
+
+def test_overrides_set_nested_keys_list_items_and_integer_keys_in_order():
+    located = parse_yaml(GOOD + "samples_per_resolution: {4: 5}\n", "s.yaml")
+    paths = apply_overrides(located, ["samples=3", "samplers.0.nfe=[1]", "axes.nfe=[4]", "axes.nfe=[5, 6]",
+                                      "samples_per_resolution.4=9", "report.grid=0", "description="])
+    d = located.data
+    assert paths == [("samples",), ("samplers", 0, "nfe"), ("axes", "nfe"), ("axes", "nfe"),
+                     ("samples_per_resolution", 4), ("report", "grid"), ("description",)]
+    assert (d["samples"], d["samplers"][0]["nfe"], d["axes"]["nfe"]) == (3, [1], [5, 6])
+    assert d["samples_per_resolution"] == {4: 9} and d["report"] == {"grid": 0} and d["description"] == ""
+
+
+def test_bad_overrides_say_what_is_wrong():
+    def err(item: str, text: str = GOOD) -> str:
+        with pytest.raises(BenchError) as e:
+            apply_overrides(parse_yaml(text, "s.yaml"), [item])
+        return str(e.value)
+
+    for item in ("samples", "=3", "axes..nfe=1", " =1"):
+        assert err(item) == f"--set {item!r}: expected KEY=VALUE, e.g. base_seed=1 or axes.resolution=[16]"
+    assert err("axes.nfe=[1") == "--set axes.nfe: the value '[1' is not valid YAML"
+    assert err("samplers.1=x") == "--set samplers.1: samplers.1 does not exist in the suite"
+    assert err("samplers.1.nfe=[1]") == "--set samplers.1.nfe: samplers.1 does not exist in the suite"
+    assert err("samplers.0.id.x=1") == "--set samplers.0.id.x: samplers.0.id is not a mapping or list"
+    assert err("samplers.x=1") == "--set samplers.x: samplers.x does not exist in the suite"
+
+
+def test_an_error_in_an_overridden_value_names_the_override_not_a_line(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    with pytest.raises(BenchError) as e:
+        load_suite(path, ["axes.nfe=[0]"])
+    assert str(e.value) == f"{path} --set axes.nfe: nfe values must be positive integers, got 0"
+    with pytest.raises(BenchError) as e:
+        load_suite(path, ["samples=9", "limits.max_samples=5"])
+    assert str(e.value).startswith(f"{path} --set samples: images per cell 9 is over limits.max_samples = 5")
+    with pytest.raises(BenchError) as e:  # the limit was overridden, the value is the file's: the file's line
+        load_suite(path, ["limits.max_samples=5"])
+    assert str(e.value).startswith(f"{path}:3: samples: images per cell 8")
+    suite = load_suite(path, ["samples=3", "axes.nfe=[4]"])
+    assert suite.text == GOOD + "\n# --set samples=3\n# --set axes.nfe=[4]\n" and suite.model.samples == 3
+
+
+def test_errors_point_at_the_line_of_the_key():
+    assert error_of(GOOD.replace("samples: 8", "samples: 0")).startswith("s.yaml:3: samples:")
+    assert error_of(GOOD.replace("    adapter: analytic-euler", "    adapter: analytic-euler\n    nfe: [0]")) \
+        .startswith("s.yaml:7: samplers.0.nfe:")
+    assert error_of("- a\n") == "s.yaml:1: a suite must be a mapping of keys (name, dataset, samplers, axes, ...)"
