@@ -875,8 +875,9 @@ def _within(value: float, low: float | None, ref: float, ref_high: float | None,
 
 
 def _quality_kept(q: Point, p: Point, tq: float, significance: str, qname: str, base_ev: EvidenceSource | None,
-                  run_ev: EvidenceSource | None, comparer: PairedComparer | None) -> tuple[bool, str]:
-    """Run point q is not worse in quality than front point p beyond tq (relative); (kept, how it was decided)."""
+                  run_ev: EvidenceSource | None, comparer: PairedComparer | None) -> bool:
+    """Run point q is not worse in quality than front point p beyond tq (relative): paired when both cells have
+    per-image evidence, else by value (and, with `ci` or `paired`, interval overlap)."""
     from bench.analysis import NotPaired
 
     if significance == "paired" and comparer is not None and base_ev is not None and run_ev is not None:
@@ -884,11 +885,11 @@ def _quality_kept(q: Point, p: Point, tq: float, significance: str, qname: str, 
         if eb is not None and er is not None:
             try:
                 cmp = comparer.compare(qname, False, eb, er)
-                return cmp.verdict(tq * abs(p.quality)) != "worse", "paired"
+                return cmp.verdict(tq * abs(p.quality)) != "worse"
             except NotPaired:
                 pass
     ci = significance in ("ci", "paired")
-    return _within(q.quality, q.quality_low, p.quality, p.quality_high, tq, ci), "unpaired"
+    return _within(q.quality, q.quality_low, p.quality, p.quality_high, tq, ci)
 
 
 def front_checks(base: dict[str, Any], run: dict[str, Any], gate: FrontGate, mode: str = "cell",
@@ -928,8 +929,8 @@ def front_checks(base: dict[str, Any], run: dict[str, Any], gate: FrontGate, mod
                 for q in candidates:
                     if q.unstable:
                         continue
-                    kept, _ = _quality_kept(q, p, tq, gate.significance, qname, base_ev, run_ev, comparer)
-                    if kept and _within(q.latency, q.latency_low, p.latency, p.latency_high, tt, lat_ci):
+                    if _quality_kept(q, p, tq, gate.significance, qname, base_ev, run_ev, comparer) \
+                            and _within(q.latency, q.latency_low, p.latency, p.latency_high, tt, lat_ci):
                         ok.append(q)
                 if ok:
                     best = min(ok, key=lambda q: (q.latency, q.quality))

@@ -389,8 +389,9 @@ def test_an_unstable_latency_is_skipped_unless_slower_beyond_doubt():
     assert {c.status for c in near.checks} == {"SKIP"}
     flagged_base = compare(snap(_lat_cells(1.0, iqr=0.1, unstable="busy")), snap(_lat_cells(1.0)), only(**LAT_RULE))
     assert flagged_base.checks[0].note == "unstable latency, not used for a verdict (baseline: busy)"
-    both = compare(snap(_lat_cells(1.0, unstable="a")), snap(_lat_cells(1.0, unstable="")), only(**LAT_RULE))
-    assert both.checks[0].status == "SKIP"
+    both = compare(snap(_lat_cells(1.0, unstable="busy")), snap(_lat_cells(1.0, unstable="too few runs")),
+                   only(**LAT_RULE))
+    assert both.checks[0].note == ("unstable latency, not used for a verdict (baseline: busy; run: too few runs)")
     unnamed = compare(base, snap([cell(f"a{i}", lat=metric(1.0, 0.9, 1.1, unstable=True), cal=10.0)
                                   for i in range(3)]), only(**LAT_RULE))
     assert unnamed.checks[0].note == "unstable latency, not used for a verdict (run: unstable)"
@@ -635,3 +636,93 @@ def test_identity_problems_name_what_differs():
     (p,) = identity_problems(base, {**base, "feature_spaces": {"fd": [{"name": "clip"}]}})
     assert p.startswith("feature space of fd differs")
     assert identity_problems(base, {**base, "feature_spaces": {"kid": [{"name": "clip"}]}}) == []
+
+
+def test_slower_beyond_doubt_needs_the_fast_quartile_strictly_beyond_the_limit():
+    raw = {LAT: GateRule(rel_tol=0.3, normalize="none")}
+    base = snap([cell("a", lat=metric(1.0, 0.5, 1.0))])
+    at_limit = snap([cell("a", lat=metric(2.0, 1.3, 2.5, unstable=True))])  # q25 1.3 = q75 1.0 x 1.3
+    assert [c.status for c in compare(base, at_limit, only(**raw)).checks] == ["SKIP"]
+    beyond = snap([cell("a", lat=metric(2.0, 1.31, 2.5, unstable=True))])
+    assert [c.status for c in compare(base, beyond, only(**raw)).checks] == ["FAIL"]
+
+
+def test_front_limits_are_inclusive():
+    base = [_front_cell("a", 1, 2.0, 1.0, fd_ci=0.05, lat_iqr=0.05)]
+    # quality exactly at 2.0 x 1.01 and latency exactly at 1.0 x 1.3 (raw latencies, no drift) keep the point
+    raw = Gates(defaults=False, front=FrontGate(significance="none", normalize="none"), drift=False)
+    assert _front(base, [_front_cell("a", 1, 2.0 * 1.01, 1.0 * 1.3)], raw)[0].status == "PASS"
+    # with ci: an interval whose low end equals the front point's high end overlaps it
+    ci = Gates(defaults=False, front=FrontGate(significance="ci", normalize="none"), drift=False)
+    touching = cell("a", fd=None, cal=10.0, extra={"fd": metric(2.5, 2.1, 2.9), LAT: metric(1.0, 0.95, 1.05)})
+    assert _front(base, [touching], ci)[0].status == "PASS"
+    apart = cell("a", fd=None, cal=10.0, extra={"fd": metric(2.5, 2.1000001, 2.9), LAT: metric(1.0, 0.95, 1.05)})
+    assert _front(base, [apart], ci)[0].status == "FAIL"
+
+
+def test_the_paired_front_uses_each_cells_own_evidence_and_the_relative_tolerance():
+    vals = np.linspace(1.0, 3.0, 100)  # mean 2.0: tol_quality 1 % allows a paired worsening of 0.02
+    base = [_front_cell("a", 1, 2.0, 1.0, fd_ci=0.5)]
+    paired = Gates(defaults=False, front=FrontGate(), drift=False)
+
+    def source(key_values):
+        return EvidenceSource(lambda key: {"fd": values_evidence(key_values[key], list(range(100)))}
+                              if key in key_values else {})
+
+    b_ev = source({"a-1-8-cpu": vals})
+    slightly = [_front_cell("a", 1, 2.015, 1.0, fd_ci=0.5)]  # 0.75 % worse on every image: inside 1 %
+    assert _front(base, slightly, paired, b_ev, source({"a-1-8-cpu": vals * 1.0075}))[0].status == "PASS"
+    assert _front(base, slightly, paired, b_ev, source({"a-1-8-cpu": vals * 1.015}))[0].status == "FAIL"
+    # evidence of another cell key is not this cell's: unpaired fallback (intervals overlap, kept)
+    assert _front(base, slightly, paired, b_ev, source({"other": vals * 1.015}))[0].status == "PASS"
+    assert _front(base, slightly, paired, source({"other": vals}), source({"a-1-8-cpu": vals * 1.015}))[0] \
+        .status == "PASS"
+    # evidence on one side only: unpaired, never a crash
+    assert _front(base, slightly, paired, None, source({"a-1-8-cpu": vals * 1.015}))[0].status == "PASS"
+    assert _front(base, slightly, paired, b_ev, None)[0].status == "PASS"
+
+
+def test_median_snapshot_without_latencies_keeps_the_first_done_record():
+    def run(run_id, status="done", **extra):
+        return snap([cell("a", status=status, **extra)], run_id=run_id)
+
+    assert median_snapshot([run("r1"), run("r2"), run("r3")])["cells"][0]["source_run"] == "r1"
+    assert median_snapshot([run("r1", "failed"), run("r2"), run("r3")])["cells"][0]["source_run"] == "r2"
+    none_done = median_snapshot([run("r1", "failed"), run("r2", "failed")])["cells"][0]
+    assert (none_done["source_run"], none_done["status"]) == ("r1", "failed")
+    # a latency without a calibration, or a calibration without a latency, is not timed
+    odd = median_snapshot([run("r1", lat=metric(5.0)), run("r2", lat=metric(None), cal=10.0),
+                           run("r3", lat=metric(1.0), cal=0.0)])
+    assert odd["cells"][0]["source_run"] == "r1"
+
+
+def test_median_snapshot_recomputes_the_calibration_and_feature_spaces_of_the_chosen_cells():
+    from bench.gate import feature_spaces
+
+    runs = [snap([cell("a", fd=None, lat=metric(lat), cal=cal,
+                       extra={"fd": metric(1.0, feature_space={"feature_space": f"v{i}"})})], run_id=f"r{i}")
+            for i, (lat, cal) in enumerate(((3.0, 10.0), (1.0, 10.0), (1.0, 5.0)))]
+    combined = median_snapshot([{**r, "feature_spaces": {"stale": True}} for r in runs])
+    assert combined["cells"][0]["source_run"] == "r2"  # normalised 0.3, 0.1, 0.2: the median is r2's
+    assert combined["calibration"][HW]["median_ms"] == 5.0
+    assert combined["feature_spaces"] == feature_spaces(combined["cells"])
+    assert combined["feature_spaces"]["fd"][0]["feature_space"] == "v2"
+
+
+def test_runs_that_differ_in_several_ways_say_all_of_them():
+    a = snap([cell("a")], run_id="r1")
+    b = {**snap([cell("a")], run_id="r2"), "suite": "u", "suite_hash": "g"}
+    with pytest.raises(BenchError) as e:
+        median_snapshot([a, b])
+    assert str(e.value).startswith("runs r1 and r2 cannot be combined: suite differs: baseline 't', run 'u'; "
+                                   "suite hash differs: baseline h, run g")
+
+
+def test_gate_result_json_has_every_check_the_notes_and_the_front():
+    res = GateResult(checks=[Check("PASS", "c", "fd", 1.0, 1.0, 0.0, "worse by >1%", "")],
+                     front=[Check("FAIL", "front", "fd vs latency", note="lost")], notes=["n1"], info={"drift": {}})
+    out = res.to_json()
+    assert out["status"] == "fail" and out["exit_code"] == 1 and out["notes"] == ["n1"] and out["drift"] == {}
+    assert out["checks"] == [{"status": "PASS", "cell": "c", "metric": "fd", "baseline": 1.0, "run": 1.0,
+                              "change": 0.0, "limit": "worse by >1%", "note": ""}]
+    assert [c["note"] for c in out["front"]] == ["lost"]

@@ -178,3 +178,24 @@ def test_errors_point_at_the_line_of_the_key():
     assert error_of(GOOD.replace("    adapter: analytic-euler", "    adapter: analytic-euler\n    nfe: [0]")) \
         .startswith("s.yaml:7: samplers.0.nfe:")
     assert error_of("- a\n") == "s.yaml:1: a suite must be a mapping of keys (name, dataset, samplers, axes, ...)"
+
+
+def test_a_key_missing_deeper_than_the_yaml_points_at_its_nearest_parent():
+    two = GOOD.replace("axes:", "  - id: b\n    options: {}\naxes:")
+    assert error_of(two) == "s.yaml:7: samplers.1.adapter: required key is missing"
+
+
+def test_overrides_reach_string_keys_that_look_like_integers_and_stop_at_scalars():
+    located = parse_yaml(GOOD + 'samples_per_resolution: {"4": 5}\n', "s.yaml")
+    apply_overrides(located, ["samples_per_resolution.4=9"])
+    assert located.data["samples_per_resolution"] == {"4": 9}
+    with pytest.raises(BenchError) as e:
+        apply_overrides(parse_yaml(GOOD + "samples_per_resolution: {4: 5}\n", "s.yaml"),
+                        ["samples_per_resolution.4.x=1"])
+    assert str(e.value) == "--set samples_per_resolution.4.x: samples_per_resolution.4 is not a mapping or list"
+
+
+def test_a_problem_at_the_top_of_the_document_says_so():
+    with pytest.raises(BenchError) as e:
+        parse_yaml("!!python/object/apply:os.system [echo hi]\n", "s.yaml")
+    assert str(e.value).startswith("s.yaml:1: (top level): ")
