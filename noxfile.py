@@ -83,6 +83,11 @@ GATE_DECISIONS = [f"bench.gate.{fn}*" for fn in (
     "x_identity_problems", "x_effective_rules", "x_rule_for", "x__normalises", "x__calibration", "x_compare",
     "x__paired_for", "x__unstable_note", "x__slower_beyond_doubt", "x_pareto_front", "x__front_points", "x__within",
     "x__quality_kept", "x_front_checks", "xǁGateResultǁ")]
+# Suite validation: loading, overrides, axis lists, limits (not `json_schema`, the editor schema). mutmut skips
+# decorated functions, so the pydantic validators are covered through the helpers they call.
+SUITE_VALIDATION = [f"bench.suite.{fn}*" for fn in (
+    "x__positive_unique", "x__hardware_list", "x__axis_values", "xǁ", "x_apply_overrides", "x__key", "x__child",
+    "x__validate", "x__with_reference_stats", "x_limit_problem", "x_load_suite", "x_parse_suite")]
 # What `nox -s mutants` mutates with no arguments (mutmut's mutant-name globs): the numeric modules whole, and of
 # runtime and store only the seeding and the resume functions (the rest of those modules is I/O and options).
 MUTATION_SCOPE = [
@@ -91,7 +96,7 @@ MUTATION_SCOPE = [
     "bench.store.xǁStoreǁdone_keys*", "bench.store.xǁStoreǁcommit_cell*", "bench.store.xǁStoreǁrecord_plan*",
     "bench.store.xǁStoreǁ_mark_interrupted*", "bench.store.xǁStoreǁ_driver_alive*", "bench.store.x__process_alive*",
     "bench.metrics.bootstrap.*", "bench.metrics.frechet.*", "bench.metrics.fd.*", "bench.metrics.fidelity.*",
-    *GATE_DECISIONS, "bench.suite.*", "bench.yaml_lines.*",
+    *GATE_DECISIONS, *SUITE_VALIDATION, "bench.yaml_lines.*",
 ]
 
 
