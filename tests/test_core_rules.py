@@ -314,3 +314,43 @@ def test_a_spec_from_an_older_store_gets_the_documented_defaults():
     full = replace(BASE, base_seed=7, grid=9, variant={"shift": 1.0}, dataset_key="k2", samples=77,
                    save_samples={"format": "png", "max": 3})
     assert CellSpec.from_dict(json.loads(json.dumps(full.to_dict()))) == full
+
+
+def test_guidance_values_are_finite_numbers_from_zero_up():
+    from bench.spec import AXES
+
+    guidance = AXES["guidance"]
+    assert [guidance.validate(v) for v in (0, 0.5, 7)] == [0.0, 0.5, 7.0]
+    for bad in (-0.1, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="guidance values must be finite numbers >= 0, got"):
+            guidance.validate(bad)
+
+
+def test_built_in_and_malformed_axis_names_cannot_be_registered():
+    from bench.spec import AXES, register_axis
+    from tests.plugins.toy_axis import GREY
+
+    for name in ("nfe", "resolution", "hardware", "not-an-identifier", "2x"):
+        with pytest.raises(ValueError, match=f"cannot register axis {name!r}"):
+            register_axis(replace(GREY, name=name))
+        assert name not in AXES
+
+
+def test_axes_without_a_request_field_reach_the_sampler_as_extra():
+    from bench.spec import register_axis, unregister_axis
+    from tests.plugins.toy_axis import GREY
+
+    register_axis(GREY)
+    try:
+        spec = replace(BASE, axes={**BASE.axes, "guidance": 2.0, GREY.name: 0.5, "unregistered": 3})
+        extra = spec.request_extra()
+        assert "guidance" not in extra  # guidance has its own request field
+        assert GREY.request_field is None and extra == {GREY.name: 0.5, "unregistered": 3}
+        assert spec.label() == f"euler nfe=2 res=8 hw=cpu guidance=2 {GREY.name}=0.5 unregistered=3"
+    finally:
+        unregister_axis(GREY.name)
+
+
+def test_a_cell_that_splits_into_exactly_two_shards_is_sharded():
+    cells = _plan("shard_size: 50\n")  # 100 images, batches of 16: 64 + 36
+    assert cells[("euler", 4)].shards == ((0, 64), (64, 100))
