@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -265,3 +267,26 @@ def test_statistics_files_load_as_float64_and_say_what_is_wrong(tmp_path):
     np.savez(tmp_path / "mu2d.npz", mu=np.zeros((3, 1)), sigma=np.eye(3))
     with pytest.raises(BenchError, match="not feature statistics"):
         FeatureStats.load(tmp_path / "mu2d.npz")
+
+
+def test_too_few_samples_name_the_set_that_is_short():
+    from bench.metrics.frechet import bootstrap_frechet, check_sample_count
+
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(size=(5, 8)), rng.normal(size=(50, 8))
+    for call, what in ((lambda: frechet_distance(few, many), "the first feature set has N=5"),
+                       (lambda: frechet_distance(many, few), "the second feature set has N=5"),
+                       (lambda: bootstrap_frechet(few, FeatureStats.from_features(many), 10, 0),
+                        "the bootstrapped feature set has N=5"),
+                       (lambda: check_sample_count(8, 8), "feature set has N=8 samples for D=8 features; use at "
+                                                          "least 9 samples")):
+        with pytest.raises(InsufficientSamplesError, match=re.escape(what)):
+            call()
+
+
+def test_fd_infinity_starts_at_the_integer_fifth_of_n():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(103, 4)), rng.normal(size=(103, 4))
+    r = fd_infinity(x, y, seed=0, points=5)
+    assert r.ns[0] == 20 and r.ns[-1] == 103  # 103 // 5 = 20 (not 20.6 rounded up)
+    assert r.ns == tuple(sorted({round(float(v)) for v in np.linspace(20, 103, 5)}))
