@@ -425,7 +425,9 @@ def test_fd_is_the_frechet_distance_with_a_bias_shifted_bootstrap_and_its_floor(
     assert (fd.ci_low, fd.ci_high) == (pytest.approx(iv.low, rel=1e-9), pytest.approx(iv.high, rel=1e-9))
     ci = fd.provenance["ci"]
     assert (ci["confidence"], ci["resamples"], ci["seed"]) == (0.8, 40, [ctx.seed, 1])
-    assert ci["bias"] == pytest.approx(bias) and "shifted by the bootstrap bias estimate" in ci["method"]
+    assert ci["bias"] == pytest.approx(bias) and ci["method"] == (
+        "percentile bootstrap of the sample features (reference stats fixed), shifted by the bootstrap bias "
+        "estimate mean(FD*) - FD")
     p = fd.provenance
     assert p["backend"] == "bench" and p["comparable"] is True and p["fingerprint"]
     assert p["formula"].startswith("|mu_s - mu_r|^2 + tr(S_s) + tr(S_r)")
@@ -527,9 +529,14 @@ def test_fd_against_a_statistics_file_is_the_datasets_fd_without_a_floor(tmp_pat
     flagged = run(make_ctx(tmp_path / "d", worse_images()), "fd", {**opts, "reference_stats": str(other)})["fd"]
     assert flagged.provenance["comparable"] is False
     assert flagged.provenance["comparability"].startswith("not comparable with clean.npz: preprocessing")
-    with pytest.raises(BenchError, match=re.escape("metric fd: fd_inf needs the reference features; a statistics "
-                                                   "file has only mu, sigma")):
+    with pytest.raises(BenchError) as e:
         run(make_ctx(tmp_path / "e", worse_images()), "fd", {**opts, "reference_stats": str(path), "fd_inf": 5})
+    assert str(e.value) == "metric fd: fd_inf needs the reference features; a statistics file has only mu, sigma"
+    from dataclasses import replace
+
+    other_rule = replace(make_ctx(tmp_path / "u", worse_images()), uint8="another quantiser")
+    marked = run(other_rule, "fd", {**opts, "reference_stats": str(path)})["fd"].provenance
+    assert marked["fingerprint"]["uint8"] == "another quantiser"  # how these samples became uint8
     with pytest.raises(BenchError, match="sha256"):
         run(make_ctx(tmp_path / "e", worse_images()), "fd",
             {**opts, "reference_stats": str(path), "reference_stats_sha256": "0" * 64})
@@ -572,6 +579,10 @@ def test_fd_errors_name_the_metric_and_the_set_that_is_too_small(tmp_path):
     with pytest.raises(BenchError, match=re.escape("metric fd: backend must be one of bench, torch-fidelity, "
                                                    "clean-fid, got 'scipy'")):
         run(make_ctx(tmp_path / "a", worse_images()), "fd", {**PIXELS, "backend": "scipy"})
+    from bench.metrics.fd import feature_requests_of
+
+    with pytest.raises(BenchError, match=re.escape("metric fd: backend must be one of")):
+        feature_requests_of("fd", {**PIXELS, "backend": "scipy"})
     small = 48  # the pixels space has D = 64 features
     with pytest.raises(InsufficientSamplesError, match=re.escape("the cell's samples in pixels has N=48")):
         run(make_ctx(tmp_path / "b", worse_images(small), n=small), "fd", PIXELS)

@@ -173,6 +173,12 @@ def test_an_error_in_an_overridden_value_names_the_override_not_a_line(tmp_path)
     assert suite.text == GOOD + "\n# --set samples=3\n# --set axes.nfe=[4]\n" and suite.model.samples == 3
 
 
+def test_a_suite_parsed_from_text_is_named_string_in_errors():
+    with pytest.raises(BenchError) as e:
+        parse_suite(GOOD.replace("samples: 8", "samples: 0"))
+    assert str(e.value).startswith("<string>:3: samples:")
+
+
 def test_errors_point_at_the_line_of_the_key():
     assert error_of(GOOD.replace("samples: 8", "samples: 0")).startswith("s.yaml:3: samples:")
     assert error_of(GOOD.replace("    adapter: analytic-euler", "    adapter: analytic-euler\n    nfe: [0]")) \
@@ -189,6 +195,9 @@ def test_overrides_reach_string_keys_that_look_like_integers_and_stop_at_scalars
     located = parse_yaml(GOOD + 'samples_per_resolution: {"4": 5}\n', "s.yaml")
     apply_overrides(located, ["samples_per_resolution.4=9"])
     assert located.data["samples_per_resolution"] == {"4": 9}
+    both = parse_yaml(GOOD + 'samples_per_resolution: {4: 5, "4": 6}\n', "s.yaml")
+    apply_overrides(both, ["samples_per_resolution.4=9"])  # the integer key, as the suite means resolution 4
+    assert both.data["samples_per_resolution"] == {4: 9, "4": 6}
     with pytest.raises(BenchError) as e:
         apply_overrides(parse_yaml(GOOD + "samples_per_resolution: {4: 5}\n", "s.yaml"),
                         ["samples_per_resolution.4.x=1"])
