@@ -892,8 +892,8 @@ def _quality_kept(q: Point, p: Point, tq: float, significance: str, qname: str, 
     return _within(q.quality, q.quality_low, p.quality, p.quality_high, tq, ci)
 
 
-def front_checks(base: dict[str, Any], run: dict[str, Any], gate: FrontGate, mode: str = "cell",
-                 use_drift: bool = True, base_ev: EvidenceSource | None = None, run_ev: EvidenceSource | None = None,
+def front_checks(base: dict[str, Any], run: dict[str, Any], gate: FrontGate, mode: str, use_drift: bool,
+                 base_ev: EvidenceSource | None = None, run_ev: EvidenceSource | None = None,
                  comparer: PairedComparer | None = None) -> list[Check]:
     """Every baseline front point must be kept by a run point: quality not worse beyond tol_quality (paired
     evidence when there is some) at a latency within tol_latency or an overlapping IQR. A front point whose

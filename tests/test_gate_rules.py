@@ -441,10 +441,20 @@ def test_paired_rule_reads_each_sides_evidence_and_falls_back_with_the_reason():
             (EvidenceSource(lambda key: {}), worse_ev, "the baseline cell has no per-image evidence for this metric"),
             (base_ev, EvidenceSource(lambda key: {}), "the run's cell has no per-image evidence for this metric"),
             (EvidenceSource(None, missing="baseline evidence file damaged"), worse_ev, "baseline evidence file damaged"),
-            (base_ev, EvidenceSource(lambda key: _evidence(base_vals[:100] + 0.5)), "")):
+            (base_ev, EvidenceSource(lambda key: _evidence(base_vals[:100] + 0.5)), "sample counts differ (200 vs 100)")):
         (c,) = compare(b, r, only(**rule), base_src, run_src).checks
-        assert c.status == "PASS" and c.note.startswith("unpaired fallback")
-        assert why in c.note and "not significant: the intervals overlap" in c.note
+        assert (c.status, c.note) == ("PASS", f"unpaired fallback: {why}; not significant: the intervals overlap")
+
+
+def test_paired_evidence_of_a_higher_is_better_metric_fails_on_a_drop():
+    rule = {"score": GateRule(rel_tol=0.01, significance="paired")}
+    vals = np.linspace(20.0, 40.0, 200)
+    b = snap([cell("a", fd=None, extra={"score": metric(30.0, 0.0, 60.0, hib=True)})])
+    r = snap([cell("a", fd=None, extra={"score": metric(28.5, 0.0, 60.0, hib=True)})])
+    base_ev = EvidenceSource(lambda key: _evidence(vals))
+    lower = compare(b, r, only(**rule), base_ev, EvidenceSource(lambda key: _evidence(vals * 0.95))).checks[0]
+    higher = compare(b, r, only(**rule), base_ev, EvidenceSource(lambda key: _evidence(vals * 1.05))).checks[0]
+    assert (lower.status, higher.status) == ("FAIL", "BETTER")
 
 
 def test_paired_evidence_is_looked_up_by_each_sides_cell_key():
@@ -726,3 +736,40 @@ def test_gate_result_json_has_every_check_the_notes_and_the_front():
     assert out["checks"] == [{"status": "PASS", "cell": "c", "metric": "fd", "baseline": 1.0, "run": 1.0,
                               "change": 0.0, "limit": "worse by >1%", "note": ""}]
     assert [c["note"] for c in out["front"]] == ["lost"]
+
+
+def test_front_points_skip_unusable_cells_and_keep_looking():
+    good = _front_cell("b", 1, 2.0, 1.0)
+    no_latency = cell("a", fd=None, cal=10.0, extra={"fd": metric(1.0)})
+    no_quality_value = _front_cell("a", 1, 1.0, 0.5)
+    no_quality_value["metrics"]["fd"]["value"] = None
+    no_calibration = _front_cell("a", 1, 1.0, 0.5)
+    del no_calibration["metrics"]["calibration_ms"]
+    failed = _front_cell("a", 1, 1.0, 0.5, )
+    failed["status"] = "failed"
+    for bad in (no_latency, no_quality_value, no_calibration, failed):
+        (c,) = _front([bad, good], [good])
+        assert (c.status, c.cell) == ("PASS", f"front hw={HW} res=8: b nfe=1")
+
+
+def test_front_with_raw_latency_names_the_raw_numbers():
+    raw = Gates(defaults=False, front=FrontGate(significance="none", normalize="none"), drift=False)
+    (c,) = _front([_front_cell("a", 1, 2.0, 1.0)], [_front_cell("a", 1, 2.0, 1.5)], raw)
+    assert c.status == "FAIL" and c.note == "front point lost: a nfe=1 (fd 2 at 1)"
+    assert c.limit == f"fd <= 2 x 1.01 at {LAT} <= 1 x 1.3"
+
+
+def test_front_calibration_per_run_divides_by_the_runs_median():
+    per_run = Gates(defaults=False, front=FrontGate(significance="none"), drift=False, calibration="run")
+    base = [_front_cell("a", 1, 2.0, 1.0), _front_cell("x", 1, 9.0, 9.0), _front_cell("y", 1, 9.0, 9.0)]
+    # the run's own cell calibration is 5 (a lucky moment), its run's median 10: the latency is unchanged
+    run = [_front_cell("a", 1, 2.0, 1.0, cal=5.0), _front_cell("x", 1, 9.0, 9.0), _front_cell("y", 1, 9.0, 9.0)]
+    assert _front(base, run, per_run)[0].status == "PASS"
+    assert _front(base, run)[0].status == "FAIL"  # per cell: 1.0 / 5 = 0.2 against 0.1
+
+
+def test_an_unstable_front_point_without_a_reason_says_unstable():
+    flagged = _front_cell("a", 1, 2.0, 1.0)
+    flagged["metrics"][LAT]["provenance"] = {"unstable": True}
+    (c,) = _front([flagged], [_front_cell("a", 1, 2.0, 1.0)])
+    assert c.note == "unstable latency in the baseline (unstable): not used for a verdict"

@@ -588,3 +588,30 @@ def test_fd_errors_name_the_metric_and_the_set_that_is_too_small(tmp_path):
         run(make_ctx(tmp_path / "b", worse_images(small), n=small), "fd", PIXELS)
     with pytest.raises(InsufficientSamplesError, match=re.escape("the reference set has N=48")):
         run(make_ctx(tmp_path / "b", worse_images(small), n=small), "fd_floor", PIXELS)
+
+
+def test_fd_value_backends_are_quiet_and_an_unknown_one_is_named(capfd):
+    from bench.metrics.fd import fd_value
+
+    rng = np.random.default_rng(0)
+    a, b = (FeatureStats.from_features(rng.normal(size=(80, 6)) + s) for s in (0.0, 0.3))
+    values = {name: fd_value(a, b, name) for name in ("bench", "torch-fidelity", "clean-fid")}
+    assert capfd.readouterr() == ("", "")  # torch-fidelity's verbose flag stays off
+    assert values["torch-fidelity"] == pytest.approx(values["bench"], rel=1e-6)
+    with pytest.raises(BenchError) as e:
+        fd_value(a, b, "scipy")
+    assert str(e.value) == "metric fd: backend must be one of bench, torch-fidelity, clean-fid, got 'scipy'"
+
+
+def test_the_clean_fid_backend_defaults_to_clean_resizing_in_built_in_spaces_only():
+    from bench.metrics.fd import feature_requests_of
+
+    def space(options):
+        (request,) = feature_requests_of("fd", options)
+        return dict(request.options)
+
+    assert space({"feature_space": "clip:ViT-B-32", "backend": "clean-fid"})["resize"] == "clean"
+    assert space({"variant": "inception-v3", "backend": "clean-fid"})["resize"] == "clean"
+    assert "resize" not in space({"feature_space": "clip:ViT-B-32"})
+    assert space({"feature_space": "pixels", "backend": "clean-fid", "resize": "native"})["resize"] == "native"
+    assert "resize" not in space({"feature_space": "some.module:space", "backend": "clean-fid"})
