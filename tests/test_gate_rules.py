@@ -761,11 +761,12 @@ def test_front_with_raw_latency_names_the_raw_numbers():
 
 def test_front_calibration_per_run_divides_by_the_runs_median():
     per_run = Gates(defaults=False, front=FrontGate(significance="none"), drift=False, calibration="run")
-    base = [_front_cell("a", 1, 2.0, 1.0), _front_cell("x", 1, 9.0, 9.0), _front_cell("y", 1, 9.0, 9.0)]
-    # the run's own cell calibration is 5 (a lucky moment), its run's median 10: the latency is unchanged
+    base = [_front_cell("a", 1, 2.0, 1.0, cal=20.0), _front_cell("x", 1, 9.0, 9.0), _front_cell("y", 1, 9.0, 9.0)]
+    # each side's own cell calibration is off (20 in the baseline, 5 in the run), both runs' medians are 10:
+    # per run the latency is unchanged
     run = [_front_cell("a", 1, 2.0, 1.0, cal=5.0), _front_cell("x", 1, 9.0, 9.0), _front_cell("y", 1, 9.0, 9.0)]
     assert _front(base, run, per_run)[0].status == "PASS"
-    assert _front(base, run)[0].status == "FAIL"  # per cell: 1.0 / 5 = 0.2 against 0.1
+    assert _front(base, run)[0].status == "FAIL"  # per cell: 1.0 / 5 = 0.2 against 1.0 / 20 = 0.05
 
 
 def test_an_unstable_front_point_without_a_reason_says_unstable():
@@ -773,3 +774,19 @@ def test_an_unstable_front_point_without_a_reason_says_unstable():
     flagged["metrics"][LAT]["provenance"] = {"unstable": True}
     (c,) = _front([flagged], [_front_cell("a", 1, 2.0, 1.0)])
     assert c.note == "unstable latency in the baseline (unstable): not used for a verdict"
+
+
+def test_front_latency_limit_widens_with_the_baselines_drift_too():
+    base = [_front_cell("a", 1, 2.0, 1.0), _front_cell("b", 1, 9.0, 9.0, cal=12.0), _front_cell("c", 1, 9.0, 9.0)]
+    run = [_front_cell("a", 1, 2.0, 1.5), _front_cell("b", 1, 9.0, 9.0), _front_cell("c", 1, 9.0, 9.0)]
+    with_drift = Gates(defaults=False, front=FrontGate(significance="none"))
+    assert _front(base, run, with_drift)[0].status == "PASS"  # 0.15 <= 0.1 x 1.3 x 1.2
+    assert _front(base, run)[0].status == "FAIL"
+
+
+def test_the_paired_front_also_accepts_an_overlapping_latency_iqr():
+    base = [_front_cell("a", 1, 2.0, 1.0, lat_iqr=0.05)]
+    slow = [_front_cell("a", 1, 2.0, 1.4, lat_iqr=0.25)]  # beyond x1.3, but its IQR reaches 1.05
+    paired = Gates(defaults=False, front=FrontGate(significance="paired"), drift=False)
+    assert _front(base, slow, paired)[0].status == "PASS"
+    assert _front(base, slow)[0].status == "FAIL"

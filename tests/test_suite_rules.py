@@ -208,3 +208,32 @@ def test_a_problem_at_the_top_of_the_document_says_so():
     with pytest.raises(BenchError) as e:
         parse_yaml("!!python/object/apply:os.system [echo hi]\n", "s.yaml")
     assert str(e.value).startswith("s.yaml:1: (top level): ")
+
+
+def test_more_override_shapes():
+    located = parse_yaml(GOOD, "s.yaml")
+    apply_overrides(located, ["axes.nfe.0=3", "description=a=b", "report.grid=2"])
+    assert located.data["axes"]["nfe"] == [3, 2]  # a list item replaced in place
+    assert located.data["description"] == "a=b"  # the first '=' separates key and value
+    with pytest.raises(BenchError) as e:  # a new mapping key may be created, a list index may not
+        apply_overrides(parse_yaml(GOOD, "s.yaml"), ["samples_per_resolution.16.x=1"])
+    assert str(e.value) == "--set samples_per_resolution.16.x: samples_per_resolution.16 does not exist in the suite"
+
+
+def test_two_distinct_guidance_values_are_not_duplicates():
+    assert parse_suite(GOOD + "  guidance: [1.0, 2.5]\n").model.axes.guidance == [1.0, 2.5]
+
+
+def test_suite_files_read_as_utf8_with_undecodable_bytes_replaced_and_the_size_limit_inclusive(tmp_path):
+    from bench.yaml_lines import MAX_BYTES
+
+    path = tmp_path / "s.yaml"
+    path.write_bytes("# caf\u00e9 \u2014 ok\n".encode() + b"# \xff\xfe not utf-8\n" + GOOD.encode())
+    suite = load_suite(path)
+    assert suite.model.name == "ok" and "caf\u00e9 \u2014" in suite.text and "\ufffd" in suite.text
+    body = GOOD.encode()
+    path.write_bytes(body + b"#" * (MAX_BYTES - len(body) - 1) + b"\n")
+    assert path.stat().st_size == MAX_BYTES and load_suite(path).model.name == "ok"
+    path.write_bytes(body + b"#" * (MAX_BYTES - len(body)) + b"\n")
+    with pytest.raises(BenchError, match=f"over the {MAX_BYTES}-byte limit"):
+        load_suite(path)
