@@ -237,3 +237,55 @@ def test_suite_files_read_as_utf8_with_undecodable_bytes_replaced_and_the_size_l
     path.write_bytes(body + b"#" * (MAX_BYTES - len(body)) + b"\n")
     with pytest.raises(BenchError, match=f"over the {MAX_BYTES}-byte limit"):
         load_suite(path)
+
+
+# ------------------------------------------------------------------------------------------ YAML safety limits
+
+
+def _yaml_error(text: str) -> str:
+    with pytest.raises(BenchError) as e:
+        parse_yaml(text, "s.yaml")
+    return str(e.value)
+
+
+def test_nesting_is_allowed_up_to_max_depth_and_refused_beyond():
+    from bench.yaml_lines import MAX_DEPTH
+
+    def nested(levels: int) -> str:  # `levels` mappings inside the top one
+        return "top: " + "{a: " * levels + "1" + "}" * levels + "\n"
+
+    assert parse_yaml(nested(MAX_DEPTH - 1), "s.yaml").line_of(("top",)) == 1
+    assert _yaml_error(nested(MAX_DEPTH)) == (
+        f"s.yaml:1: top.a.a...: nested over {MAX_DEPTH} levels deep (a suite is a few levels deep)")
+
+
+def test_alias_expansions_are_counted_up_to_the_limit():
+    from bench.yaml_lines import MAX_ALIASES
+
+    def aliases(count: int) -> str:
+        return "base: &b [1]\nuses: [" + ", ".join(["*b"] * count) + "]\n"
+
+    assert len(parse_yaml(aliases(MAX_ALIASES), "s.yaml").data["uses"]) == MAX_ALIASES
+    assert _yaml_error(aliases(MAX_ALIASES + 1)) == (
+        f"s.yaml:1: more than {MAX_ALIASES} alias expansions (alias bomb?)")  # the anchored node's line
+
+
+def test_node_count_is_limited():
+    from bench.yaml_lines import MAX_NODES
+
+    # a top mapping node, a key and a sequence node, then one node per item: MAX_NODES nodes in all
+    fits = "k: [" + ",".join(["1"] * (MAX_NODES - 3)) + "]\n"
+    assert len(parse_yaml(fits, "s.yaml").data["k"]) == MAX_NODES - 3
+    over = "k: [" + ",".join(["1"] * (MAX_NODES - 2)) + "]\n"
+    assert _yaml_error(over) == f"s.yaml:1: suite expands to over {MAX_NODES} nodes (alias bomb?)"
+
+
+def test_keys_must_be_unique_plain_scalars_without_merges_or_tags():
+    assert _yaml_error("a: 1\nb:\n  c: 1\n  c: 2\n") == "s.yaml:4: b.c: duplicate key"
+    assert _yaml_error("base: &b {x: 1}\nother:\n  <<: *b\n") == "s.yaml:3: merge keys (<<) are not supported"
+    assert _yaml_error("? [1, 2]\n: v\n") == "s.yaml:1: mapping keys must be plain scalars"
+    assert _yaml_error("a: !!set {x}\n").startswith("s.yaml:1: a: tag 'tag:yaml.org,2002:set' is not allowed")
+    assert _yaml_error("a: !!binary zz\n").startswith("s.yaml:1: a: ")
+    located = parse_yaml("a:\n  - 1\n  -\n    b: 2\n3: x\n", "s.yaml")
+    assert located.data == {"a": [1, {"b": 2}], 3: "x"}
+    assert (located.line_of(("a", 0)), located.line_of(("a", 1, "b")), located.line_of((3,))) == (2, 4, 5)
