@@ -661,7 +661,7 @@ def _paired_for(name: str, hib: bool, b: dict[str, Any], r: dict[str, Any], base
         return None, str(e)
 
 
-def _unstable_note(name: str, b: dict[str, Any], r: dict[str, Any]) -> str | None:
+def _unstable_note(b: dict[str, Any], r: dict[str, Any]) -> str | None:
     """Why a latency metric takes part in no verdict (either side flagged unstable), else None."""
     from bench.analysis import timing_of
 
@@ -750,7 +750,7 @@ def compare(base: dict[str, Any], run: dict[str, Any], gates: Gates | None = Non
                     res.checks.append(Check("FAIL", label, name, _finite(bm.get("value")), None,
                                             note="metric missing from the run"))
                     continue
-            if _is_latency(name) and (why := _unstable_note(name, bm, rm)):
+            if _is_latency(name) and (why := _unstable_note(bm, rm)):
                 normalise = _normalises(name, rule) and bool(bc and rc)
                 b_s, r_s, u_slack = (bc or 1.0, rc or 1.0, slack) if normalise else (1.0, 1.0, 1.0)
                 beyond = _slower_beyond_doubt(bm, rm, rule, b_s, r_s, u_slack)

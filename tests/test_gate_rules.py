@@ -261,8 +261,12 @@ def test_a_metric_missing_from_the_run_fails_and_one_without_a_rule_is_not_compa
     base = snap([cell("a", extra={"kid": metric(1.0), "other": metric(1.0)})])
     run = snap([cell("a", extra={"other": metric(99.0)})])
     res = compare(base, run, only(kid=GateRule(rel_tol=0.1)))
-    assert [(c.metric, c.status, c.baseline, c.note) for c in res.checks] == [
-        ("kid", "FAIL", 1.0, "metric missing from the run")]
+    assert [(c.cell, c.metric, c.status, c.baseline, c.note) for c in res.checks] == [
+        ("a nfe=1 res=8 hw=cpu", "kid", "FAIL", 1.0, "metric missing from the run")]
+    # a missing metric does not end the cell's checks: the next metric is still compared
+    both = compare(snap([cell("a", fd=1.0, extra={"kid": metric(1.0)})]), snap([cell("a", fd=None,
+                   extra={"kid": metric(1.0)})]), only(fd=GateRule(rel_tol=0.1), kid=GateRule(rel_tol=0.1)))
+    assert [(c.metric, c.status) for c in both.checks] == [("fd", "FAIL"), ("kid", "PASS")]
 
 
 def test_nfe_counted_any_increase_fails():
@@ -331,9 +335,9 @@ def test_a_latency_without_calibration_is_skipped_not_judged():
 
 
 def test_calibration_per_run_divides_by_the_runs_median():
-    base = snap([cell("a", lat=metric(1.0, 0.99, 1.01), cal=10.0), cell("b", fd=None, cal=10.0),
+    base = snap([cell("a", lat=metric(1.0, 0.99, 1.01), cal=20.0), cell("b", fd=None, cal=10.0),
                  cell("c", fd=None, cal=10.0)])
-    # the run's own cell calibration is low (timed at a lucky moment) but the run's median is 10: a tie
+    # each side's own cell calibration is off (20 in the baseline, 5 in the run), both medians are 10: a tie
     run = snap([cell("a", lat=metric(1.0, 0.99, 1.01), cal=5.0), cell("b", fd=None, cal=10.0),
                 cell("c", fd=None, cal=10.0)])
     per_cell = compare(base, run, Gates(defaults=False, metrics=LAT_RULE, drift=False))
@@ -790,3 +794,72 @@ def test_the_paired_front_also_accepts_an_overlapping_latency_iqr():
     paired = Gates(defaults=False, front=FrontGate(significance="paired"), drift=False)
     assert _front(base, slow, paired)[0].status == "PASS"
     assert _front(base, slow)[0].status == "FAIL"
+
+
+def test_a_change_within_float_noise_of_the_limit_is_at_the_limit():
+    rule = GateRule(abs_tol=0.5, significance="none")
+    assert status("m", rule, False, metric(1.0), metric(1.5 + 0.5e-12)) == "PASS"  # 1e-12 x max(|b|, 1)
+    assert status("m", rule, False, metric(1.0), metric(1.5 + 1.5e-12)) == "FAIL"
+    big = GateRule(abs_tol=1.0, significance="none")  # the noise allowance scales with the baseline
+    assert status("m", big, False, metric(1e6), metric(1e6 + 1.0 + 0.5e-6)) == "PASS"
+    assert status("m", big, False, metric(1e6), metric(1e6 + 1.0 + 2e-6)) == "FAIL"
+
+
+def test_a_paired_interval_that_ends_at_the_tolerance_is_not_beyond_it():
+    rule = GateRule(abs_tol=0.5, significance="paired")
+    assert status("m", rule, False, metric(10.0), metric(10.6), paired=_paired(0.6, 0.5, 0.7)) == "PASS"
+    assert status("m", rule, False, metric(10.0), metric(10.6), paired=_paired(0.6, 0.51, 0.7)) == "FAIL"
+    assert status("m", rule, False, metric(10.0), metric(9.4), paired=_paired(-0.6, -0.7, -0.5)) == "PASS"
+
+
+def test_paired_fallback_without_intervals_says_both_things():
+    st, _, _, note = compare_value("m", GateRule(rel_tol=0.01, significance="paired"), False, metric(10.0),
+                                   metric(11.0), unpaired_why="no per-image evidence given")
+    assert (st, note) == ("FAIL", "unpaired fallback: no per-image evidence given; no interval: tolerance only")
+
+
+@pytest.mark.parametrize("hib", [False, True])
+def test_intervals_that_touch_overlap(hib):
+    rule = GateRule(rel_tol=0.1, significance="ci")
+    b = metric(10.0, 9.5, 10.5, hib)
+    up, down = metric(12.0, 10.5, 13.5, hib), metric(8.0, 6.5, 9.5, hib)  # each touches the baseline's interval
+    assert status("m", rule, hib, b, up) == "PASS" and status("m", rule, hib, b, down) == "PASS"
+    up_apart, down_apart = metric(12.0, 10.51, 13.5, hib), metric(8.0, 6.5, 9.49, hib)
+    assert {status("m", rule, hib, b, up_apart), status("m", rule, hib, b, down_apart)} == {"FAIL", "BETTER"}
+
+
+def test_both_intervals_are_divided_by_their_own_scale():
+    rule = GateRule(rel_tol=0.1, significance="ci")
+    # baseline 1.0 [0.9, 1.1] at scale 0.5 is 2.0 [1.8, 2.2]; run 3.0 [2.8, 3.2] at scale 2 is 1.5 [1.4, 1.6]
+    assert status("m", rule, False, metric(1.0, 0.9, 1.1), metric(3.0, 2.8, 3.2), b_scale=0.5, r_scale=2.0) \
+        == "BETTER"
+    assert status("m", rule, True, metric(1.0, 0.9, 1.1, True), metric(3.0, 2.8, 3.2, True), b_scale=0.5,
+                  r_scale=2.0) == "FAIL"
+
+
+def test_drift_in_the_baseline_widens_the_limits_too():
+    base = snap(_lat_cells(1.0, cal_spread=(1.0, 1.0, 1.25)))
+    res = compare(base, snap(_lat_cells(1.5)), only(**LAT_RULE))
+    # a0, a1: 0.15 vs 0.1 is inside 1.3 x 1.25; a2's own baseline calibration is 12.5: 0.15 vs 0.08 is not
+    assert {c.cell.split()[0]: c.status for c in res.checks} == {"a0": "PASS", "a1": "PASS", "a2": "FAIL"}
+    assert res.info["drift"][HW] == {"baseline": pytest.approx(1.25), "run": 1.0}
+
+
+def test_a_calibration_on_one_side_only_gives_no_calibration_ratio():
+    res = compare(snap([cell("a", cal=10.0)]), snap([cell("a")]), only(fd=GateRule(rel_tol=0.1)))
+    assert [c.status for c in res.checks] == ["PASS"] and "calibration_ratio" not in res.info
+    res = compare(snap([cell("a")]), snap([cell("a", cal=10.0)]), only(fd=GateRule(rel_tol=0.1)))
+    assert "calibration_ratio" not in res.info
+
+
+def test_an_unstable_latency_under_a_raw_rule_is_judged_raw():
+    raw = {LAT: GateRule(rel_tol=0.3, normalize="none")}
+    base = snap(_lat_cells(1.0, cal=10.0, iqr=0.1))
+    # 5x slower in raw time on a machine 10x slower: beyond doubt raw, not per calibration
+    res = compare(base, snap(_lat_cells(5.0, cal=100.0, iqr=0.1, unstable="busy")), only(**raw))
+    assert {(c.metric, c.status) for c in res.checks} == {(LAT, "FAIL")}
+    assert res.checks[0].limit == "unstable timings, but the run's q25 4.5 > the baseline's q75 1.1 x 1.3"
+    # with calibration on one side only, the comparison cannot be normalised: raw values as well
+    one_side = [cell(f"a{i}", lat=metric(5.0, 4.5, 5.5, unstable=True, unstable_reason="busy")) for i in range(3)]
+    res = compare(base, snap(one_side), only(**LAT_RULE))
+    assert {(c.metric, c.status) for c in res.checks} == {(LAT, "FAIL")}
