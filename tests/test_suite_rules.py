@@ -289,3 +289,66 @@ def test_keys_must_be_unique_plain_scalars_without_merges_or_tags():
     located = parse_yaml("a:\n  - 1\n  -\n    b: 2\n3: x\n", "s.yaml")
     assert located.data == {"a": [1, {"b": 2}], 3: "x"}
     assert (located.line_of(("a", 0)), located.line_of(("a", 1, "b")), located.line_of((3,))) == (2, 4, 5)
+
+
+# ------------------------------------------------------------------------------------------ reference_stats
+
+
+def test_reference_stats_files_are_resolved_and_pinned_when_the_suite_loads(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    (tmp_path / "stats").mkdir()
+    np.savez(tmp_path / "stats" / "ref.npz", mu=np.zeros(64), sigma=np.eye(64))
+    sha = hashlib.sha256((tmp_path / "stats" / "ref.npz").read_bytes()).hexdigest()
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD + "metrics:\n  kid: null\n  latency: {batch_sizes: [1]}\n"
+                           "  fd:pixels: {reference_stats: stats/ref.npz}\n")
+    metrics = load_suite(path).model.metrics
+    assert metrics["fd:pixels"] == {"reference_stats": str(tmp_path / "stats" / "ref.npz"),
+                                    "reference_stats_sha256": sha}  # relative to the suite file, sha256 pinned
+    assert metrics["kid"] is None and metrics["latency"] == {"batch_sizes": [1]}
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(GOOD + "metrics: {kid: null}\n")
+    assert load_suite(plain).model.metrics == {"kid": None}
+
+
+def test_a_bad_reference_stats_file_is_named_at_its_line_or_its_override(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD + "metrics:\n  kid: null\n  fd:pixels:\n    reference_stats: missing.npz\n")
+    with pytest.raises(BenchError) as e:
+        load_suite(path)
+    assert str(e.value).startswith(f"{path}:13: metrics.fd:pixels.reference_stats: ")
+    assert "missing.npz" in str(e.value)
+    path.write_text(GOOD)
+    with pytest.raises(BenchError) as e:
+        load_suite(path, ["metrics={fd: {reference_stats: gone.npz}}"])
+    assert str(e.value).startswith(f"{path} --set metrics.fd.reference_stats: ") and "gone.npz" in str(e.value)
+    path.write_text(GOOD + "metrics:\n  fd_floor:\n    reference_stats: x.npz\n")
+    with pytest.raises(BenchError) as e:
+        load_suite(path)
+    assert str(e.value).startswith(f"{path}:12: metrics.fd_floor.reference_stats: fd_floor cannot use a statistics")
+
+
+def test_sampler_axis_values_and_dataset_options():
+    suite = parse_suite(GOOD.replace("adapter: analytic-euler", "adapter: analytic-euler\n    guidance: [1, 2]")
+                        + "  guidance: [3.0]\n")
+    sampler, axes = suite.model.samplers[0], suite.model.axes
+    assert axes.extra() == {"guidance": [3.0]} and sampler.axis_values(axes) == {"guidance": [1.0, 2.0]}
+    one = parse_suite(GOOD.replace("adapter: analytic-euler", "adapter: analytic-euler\n    guidance: 2") +
+                      "  guidance: [3.0]\n").model
+    assert one.samplers[0].axis_values(one.axes) == {"guidance": [2.0]}  # a single value becomes a list
+    plain = parse_suite(GOOD).model
+    assert plain.axes.extra() == {} and plain.samplers[0].axis_values(plain.axes) == {}
+    assert plain.dataset.options() == {"split": "eval"}
+    extra = parse_suite(GOOD.replace("dataset: {name: gmm}", "dataset: {name: gmm, components: 4}")).model
+    assert extra.dataset.options() == {"split": "eval", "components": 4}
+
+
+def test_the_pixels_dimension_counts_only_for_a_pixels_metric():
+    n = 8 * FEATURE_DIM_FLOOR
+    other = GOOD.replace("resolution: [4]", "resolution: [64]") + "metrics: {kid: null, fd: {feature_space: clip}}\n"
+    parse_suite(with_limits(other, max_feature_values=n))  # D = 2048, not 3 x 64 x 64
+    latency_only = GOOD + "batch_size: 4\nmetrics: {latency: null}\n"
+    parse_suite(with_limits(latency_only, max_batch=4))  # no batch_sizes given: nothing else to check
