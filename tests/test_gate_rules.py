@@ -863,3 +863,50 @@ def test_an_unstable_latency_under_a_raw_rule_is_judged_raw():
     one_side = [cell(f"a{i}", lat=metric(5.0, 4.5, 5.5, unstable=True, unstable_reason="busy")) for i in range(3)]
     res = compare(base, snap(one_side), only(**LAT_RULE))
     assert {(c.metric, c.status) for c in res.checks} == {(LAT, "FAIL")}
+
+
+def test_identity_names_differing_overrides_when_the_suite_file_is_the_same():
+    text = "name: t\nsamples: 8\n"
+    base = {**snap([cell("a")]), "suite_hash": "h1", "suite_text": text + "\n# --set samples=4\n"}
+    run = {**snap([cell("a")]), "suite_hash": "h2", "suite_text": text + "\n# --set samples=6\n# --set base_seed=1\n"}
+    (p,) = identity_problems(base, run)
+    assert p == ("suite hash differs: baseline h1, run h2: the suite file is the same but the --set overrides "
+                 "differ (baseline --set samples=4, run --set samples=6 --set base_seed=1); run with the baseline's "
+                 "overrides, or re-record it with `bench baseline save`")
+    (p,) = identity_problems({**base, "suite_text": text}, run)
+    assert "(baseline none, run --set samples=6 --set base_seed=1)" in p
+    edited = {**run, "suite_text": "name: t\nsamples: 9\n\n# --set samples=6\n"}
+    (p,) = identity_problems(base, edited)
+    assert p == "suite hash differs: baseline h1, run h2 (the suite file changed; re-record with `bench baseline save`)"
+    (p,) = identity_problems({**base, "suite_text": None}, {**run, "suite_text": None})
+    assert p.endswith("(the suite file changed; re-record with `bench baseline save`)")
+    same_sets = {**run, "suite_text": base["suite_text"]}  # same text, other hash: not an override difference
+    assert identity_problems(base, same_sets)[0].endswith("(the suite file changed; re-record with `bench baseline "
+                                                          "save`)")
+
+
+def test_identity_names_the_feature_space_and_sample_count_that_differ():
+    space = {"feature_space": "pixels", "feature_space_version": "1", "weights_sha256": "ab" * 32,
+             "preprocessing": "native", "feature_dim": 64}
+    base = {**snap([cell("a", fd=None, extra={"fd": {**metric(1.0), "n": 256}})]), "samples": 256,
+            "feature_spaces": {"fd": [space]}}
+    run = {**snap([cell("a", fd=None, extra={"fd": {**metric(1.0), "n": 128}})]), "samples": 128,
+           "feature_spaces": {"fd": [{**space, "feature_dim": 32}]}}
+    assert identity_problems(base, run) == [
+        "feature space of fd differs: baseline pixels (v1, weights abababababab, native, dim 64), run pixels (v1, "
+        "weights abababababab, native, dim 32)",
+        "sample count differs: baseline 256, run 128"]
+    mixed = {**run, "samples": 256, "feature_spaces": base["feature_spaces"]}
+    assert identity_problems(base, mixed) == ["sample count differs: baseline 256, run 128/256"]
+
+
+def test_calibration_summary_keeps_the_workload_it_timed():
+    def cal_cell(name, value, workload=None, **kw):
+        c = cell(name, cal=value, **kw)
+        if workload is not None:
+            c["metrics"]["calibration_ms"]["provenance"] = {"workload": workload}
+        return c
+
+    s = calibration_summary([cal_cell("a", 10.0, "conv x4 + gemm"), cal_cell("b", 11.0), cal_cell("c", 12.0)])
+    assert s[HW]["workload"] == "conv x4 + gemm"
+    assert calibration_summary([cal_cell("a", 10.0)])[HW]["workload"] is None
