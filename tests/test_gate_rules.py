@@ -910,3 +910,28 @@ def test_calibration_summary_keeps_the_workload_it_timed():
     s = calibration_summary([cal_cell("a", 10.0, "conv x4 + gemm"), cal_cell("b", 11.0), cal_cell("c", 12.0)])
     assert s[HW]["workload"] == "conv x4 + gemm"
     assert calibration_summary([cal_cell("a", 10.0)])[HW]["workload"] is None
+
+
+def test_front_checks_carry_the_point_its_limit_and_the_keeping_value():
+    metric_name = f"fd vs {LAT}/cal"
+    where = f"front hw={HW} res=8"
+    base = [_front_cell("a", 1, 2.0, 1.0)]
+    (kept,) = _front(base, [_front_cell("a", 1, 2.01, 1.0)])
+    assert kept == Check("PASS", f"{where}: a nfe=1", metric_name, 2.0, 2.01, None,
+                         f"fd <= 2 x 1.01 at {LAT}/cal <= 0.1 x 1.3", "kept by a nfe=1 (0.1/cal)")
+    (lost,) = _front(base, [_front_cell("a", 1, 3.0, 1.0)])
+    assert lost == Check("FAIL", f"{where}: a nfe=1", metric_name, 2.0, None, None,
+                         f"fd <= 2 x 1.01 at {LAT}/cal <= 0.1 x 1.3", "front point lost: a nfe=1 (fd 2 at 0.1/cal)")
+    (unsure,) = _front(base, [_front_cell("a", 1, 2.0, 1.0, unstable="busy")])
+    assert (unsure.cell, unsure.metric, unsure.baseline, unsure.limit) == (
+        f"{where}: a nfe=1", metric_name, 2.0, f"fd <= 2 x 1.01 at {LAT}/cal <= 0.1 x 1.3")
+    # an unstable front point is skipped and the next front point is still checked
+    two = [_front_cell("a", 1, 2.0, 1.0, unstable="busy"), _front_cell("b", 2, 1.0, 2.0)]
+    out = _front(two, [_front_cell("b", 2, 1.0, 2.0)])
+    assert [(c.cell, c.status) for c in out] == [(f"{where}: a nfe=1", "SKIP"), (f"{where}: b nfe=2", "PASS")]
+    assert (out[0].metric, out[0].baseline, out[0].limit) == (metric_name, 2.0,
+                                                              f"fd <= 2 x 1.01 at {LAT}/cal <= 0.1 x 1.3")
+    ci = Gates(defaults=False, front=FrontGate(significance="ci"), drift=False)
+    paired = Gates(defaults=False, front=FrontGate(), drift=False)
+    assert _front(base, base, ci)[0].limit == f"fd <= 2 x 1.01 at {LAT}/cal <= 0.1 x 1.3 (or intervals overlap)"
+    assert _front(base, base, paired)[0].limit == f"fd <= 2 x 1.01 at {LAT}/cal <= 0.1 x 1.3 (paired quality CI)"
