@@ -352,3 +352,14 @@ def test_the_pixels_dimension_counts_only_for_a_pixels_metric():
     parse_suite(with_limits(other, max_feature_values=n))  # D = 2048, not 3 x 64 x 64
     latency_only = GOOD + "batch_size: 4\nmetrics: {latency: null}\n"
     parse_suite(with_limits(latency_only, max_batch=4))  # no batch_sizes given: nothing else to check
+
+
+def test_yaml_errors_point_at_the_problem_not_its_context():
+    # the flow sequence opens on line 1 (the context); the problem is the ':' on line 2
+    assert _yaml_error("a: [1, 2\nb: 3\n") == "s.yaml:2: invalid YAML: expected ',' or ']', but got ':'"
+    assert _yaml_error("") == "s.yaml:1: the suite is empty"
+    assert _yaml_error("# only a comment\n") == "s.yaml:1: the suite is empty"
+    from bench.yaml_lines import MAX_DEPTH
+
+    deep = _yaml_error("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    assert deep == f"s.yaml:1: the YAML nests too deeply (a suite is a few levels deep; over {MAX_DEPTH} is refused)"
