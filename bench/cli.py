@@ -385,7 +385,7 @@ def _key_values(items: list[str], flag: str) -> dict[str, Any]:
             raise BenchError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} dim=64")
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except Exception:  # a YAML error, or PyYAML's constructor on `!!int x1`
             raise BenchError(f"{flag} {key}: the value {raw!r} is not valid YAML") from None
     return out
 

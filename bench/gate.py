@@ -80,7 +80,7 @@ def _suite_yaml(text: str | None) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(text or "") or {}
-    except yaml.YAMLError:
+    except Exception:  # a YAML error, or PyYAML's constructor on `!!int x1`
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -397,7 +397,7 @@ def apply_overrides(located: LocatedYAML, overrides: Sequence[str]) -> list[tupl
             raise BenchError(f"--set {item!r}: expected KEY=VALUE, e.g. base_seed=1 or axes.resolution=[16]")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except Exception:  # a YAML error, or PyYAML's constructor on `!!int x1`
             raise BenchError(f"--set {key}: the value {raw!r} is not valid YAML") from None
         path: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         node = located.data

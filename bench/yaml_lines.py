@@ -109,6 +109,12 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str, bud
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise BenchError(f"{file}:{node.start_mark.line + 1}: {_dotted(path)}: {problem}") from None
+    except Exception as e:  # PyYAML's constructors on a value its explicit tag cannot hold
+        # (`!!int x1`, `!!bool ` with nothing, `!!timestamp 2020-13-45`) raise ValueError, KeyError, IndexError...
+        kind = str(node.tag).rsplit(":", 1)[-1]
+        why = str(e) if isinstance(e, ValueError) and str(e) else type(e).__name__
+        raise BenchError(f"{file}:{node.start_mark.line + 1}: {_dotted(path)}: {node.value!r} is not a valid {kind} "
+                         f"({why})") from None
 
 
 def _dotted(path: Path_) -> str:

@@ -161,3 +161,22 @@ def test_store_opener(workdir, content):
     exit_code(["export", "--store", str(p)])
     exit_code(["runs", "--store", str(p)])
     exit_code(["run", str(workdir / "good.yaml"), "--dry-run", "--store", str(p)])
+
+
+tagged = st.builds(lambda tag, text: f"!!{tag} {text}",
+                   st.sampled_from(["int", "float", "bool", "null", "timestamp", "binary", "str", "set", "omap",
+                                    "pairs", "seq", "map", "python/tuple", "python/name:os.system"]),
+                   st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12))
+
+
+@FUZZ
+@given(key=st.sampled_from(["samples", "base_seed", "name", "batch_size", "timeout", "description"]), value=tagged)
+def test_explicit_yaml_tags_on_any_value_are_one_line(workdir, key, value):
+    """An explicit tag on a value it cannot hold (`!!int x1`, `!!timestamp 2020-13-45`) is the suite's one-line
+    error, in the file and in a --set override, never a traceback."""
+    lines = [ln for ln in SUITE.splitlines() if not ln.startswith(f"{key}:")]
+    p = workdir / "tagged.yaml"
+    p.write_text("\n".join([*lines, f"{key}: {value}"]) + "\n")
+    exit_code(["run", str(p), "--dry-run", "--store", str(workdir / "none.sqlite")])
+    exit_code(["run", str(workdir / "good.yaml"), "--dry-run", "--store", str(workdir / "none.sqlite"),
+               "--set", f"{key}={value}"])

@@ -53,6 +53,10 @@ CASES = {
     "unknown_metric": (GOOD + "metrics: {fid_magic: {}}\n", 10, "metrics", "unknown metric"),
     "not_a_mapping": ("- just\n- a list\n", 1, "", "mapping"),
     "python_tag": ("name: !!python/object/apply:os.system [echo hi]\n", 1, "name", "constructor"),
+    # an explicit tag on a value it cannot hold (PyYAML raises ValueError there, not a YAML error)
+    "bad_int_tag": (GOOD.replace("samples: 8", "samples: !!int x1"), 3, "samples", "'x1' is not a valid int"),
+    "bad_timestamp_tag": (GOOD + "description: !!timestamp 2020-13-45\n", 10, "description",
+                          "'2020-13-45' is not a valid timestamp (month must be in 1..12)"),
 }
 
 
@@ -142,6 +146,7 @@ def test_set_overrides_change_the_plan_and_the_cell_keys(write_suite, capsys):
     ("samplers.3.nfe=[1]", "samplers.3 does not exist"),
     ("axes.nfe=[1", "not valid YAML"),
     ("colour=blue", "--set colour: unknown key"),
+    ("samples=!!int x1", "--set samples: the value '!!int x1' is not valid YAML"),
 ])
 def test_bad_set_override_is_one_line_exit_2(override, fragment, write_suite, capsys):
     path = write_suite(GOOD)

@@ -349,7 +349,7 @@ def _plain_yaml(text: str | None) -> dict[str, Any]:
 
     try:
         raw = yaml.safe_load(text or "")
-    except yaml.YAMLError:
+    except Exception:  # a YAML error, or PyYAML's constructor on `!!int x1`
         return {}
     return raw if isinstance(raw, dict) else {}
 
