@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
 
+from bench.errors import BenchError
 from bench.metrics.registry import MetricResult
 from bench.plan import Cell
 from bench.spec import CellSpec, axes_identity, axes_label, variant_label
@@ -354,3 +356,77 @@ def test_axes_without_a_request_field_reach_the_sampler_as_extra():
 def test_a_cell_that_splits_into_exactly_two_shards_is_sharded():
     cells = _plan("shard_size: 50\n")  # 100 images, batches of 16: 64 + 36
     assert cells[("euler", 4)].shards == ((0, 64), (64, 100))
+
+
+
+PLAN_SUITE = """
+name: plan-fields
+dataset: {name: gmm, split: eval, components: 4}
+samples: 32
+samples_per_resolution: {8: 16}
+base_seed: 7
+batch_size: 16
+samplers:
+  - {id: euler, adapter: analytic-euler, options: {components: 4}, sweep: {data_std: [0.15, 0.2]}}
+  - {id: compiled, adapter: analytic-euler, options: {components: 4}, resolution: [4], nfe: [1],
+     hardware: ["cpu:compile=true"]}
+axes: {nfe: [2, 1], resolution: [4, 8], hardware: ["cpu:threads=1"], guidance: [1.5]}
+metrics:
+  fd: {feature_space: pixels, bootstrap: 0}
+  kid: null
+report: {enabled: false, grid: 3}
+save_samples: {format: png, max: 2}
+"""
+
+
+def _plan_of(text: str):
+    from bench.plan import plan
+    from bench.suite import parse_suite
+
+    return plan(parse_suite(text, "s.yaml"), check_hardware=False)
+
+
+def test_plan_fills_every_cell_spec_field_from_the_suite():
+    """Each cell's spec is what the suite says for that cell: the fields the key hashes (bench/spec.py)."""
+    from bench.adapters.registry import build_sampler
+    from bench.plan import _dataset_key
+
+    cells = _plan_of(PLAN_SUITE)
+    euler = [c for c in cells if c.sampler_id.startswith("euler")]
+    # 2 variants x 2 resolutions x 2 nfe (sorted) x 1 guidance
+    assert [(c.sampler_id, c.resolution, c.nfe) for c in euler] == [
+        (v, r, n) for v in ("euler[data_std=0.15]", "euler[data_std=0.2]") for r in (4, 8) for n in (1, 2)]
+    spec = euler[0].spec
+    assert (spec.suite, spec.adapter, spec.base_seed, spec.grid) == ("plan-fields", "analytic-euler", 7, 3)
+    assert spec.options == {"components": 4, "data_std": 0.15} and spec.variant == {"data_std": 0.15}
+    assert spec.axes == {"nfe": 1, "resolution": 4, "hardware": "cpu:threads=1", "guidance": 1.5}
+    assert spec.dataset == {"name": "gmm", "split": "eval", "components": 4}
+    assert spec.dataset_key == _dataset_key("gmm", {"split": "eval", "components": 4})
+    assert spec.dataset_key and not spec.dataset_key.startswith("unavailable")
+    assert spec.metrics == {"fd": {"feature_space": "pixels", "bootstrap": 0}, "kid": {}}
+    assert spec.save_samples == {"format": "png", "max": 2}
+    assert [c.spec.samples for c in euler[:4]] == [32, 32, 16, 16]  # samples_per_resolution at 8 px
+    info = build_sampler("analytic-euler", {"components": 4, "data_std": 0.15}).info
+    assert (spec.family, spec.version) == (info.family, info.version)
+    assert all(c.status == "planned" and c.reason is None for c in euler)
+    assert _dataset_key("no-such-dataset", {}).startswith("unavailable here: ")
+
+
+def test_plan_skips_with_the_reason_and_refuses_duplicate_cells():
+    (compiled,) = [c for c in _plan_of(PLAN_SUITE) if c.sampler_id == "compiled"]
+    assert (compiled.status, compiled.reason) == (
+        "skipped", "cannot run with compile=true: the closed-form velocity runs eagerly (the adapter does not compile "
+                   "it)")
+    assert compiled.spec.axes == {"nfe": 1, "resolution": 4, "hardware": "cpu:compile=true", "guidance": 1.5}
+    twice = PLAN_SUITE.replace("  - {id: compiled, adapter: analytic-euler, options: {components: 4}, resolution: [4],"
+                               " nfe: [1],\n     hardware: [\"cpu:compile=true\"]}",
+                               "  - {id: twice, adapter: analytic-euler, options: {components: 4}, resolution: [4], "
+                               "nfe: [1],\n     hardware: [cpu, 'cpu:dtype=float32']}")  # one hardware, two spellings
+    assert twice != PLAN_SUITE
+    with pytest.raises(BenchError) as e:
+        _plan_of(twice)
+    assert str(e.value) == ("s.yaml: cells 'twice nfe=1 res=4 hw=cpu guidance=1.5' and 'twice nfe=1 res=4 hw=cpu "
+                            "guidance=1.5' are the same cell (same adapter, options and axes): give one of the samplers "
+                            "other options or remove it")
+    with pytest.raises(BenchError, match=re.escape("s.yaml: sampler 'euler[data_std=0.15]': ")):
+        _plan_of(PLAN_SUITE.replace("options: {components: 4}, sweep", "options: {colour: 4}, sweep"))
