@@ -12,18 +12,7 @@ import pytest
 from bench.errors import BenchError
 from bench.suite import FEATURE_DIM_FLOOR, apply_overrides, load_suite, parse_suite
 from bench.yaml_lines import parse_yaml
-
-GOOD = """\
-name: ok
-dataset: {name: gmm}
-samples: 8
-samplers:
-  - id: a
-    adapter: analytic-euler
-axes:
-  nfe: [1, 2]
-  resolution: [4]
-"""
+from tests.test_suite_errors import GOOD  # the smallest valid suite, shared with the CLI error tests
 
 
 def error_of(text: str) -> str:
