@@ -430,3 +430,42 @@ def test_plan_skips_with_the_reason_and_refuses_duplicate_cells():
                             "other options or remove it")
     with pytest.raises(BenchError, match=re.escape("s.yaml: sampler 'euler[data_std=0.15]': ")):
         _plan_of(PLAN_SUITE.replace("options: {components: 4}, sweep", "options: {colour: 4}, sweep"))
+
+
+def test_a_committed_cell_stores_its_evidence_sidecar_spec_info_and_metrics(tmp_path):
+    """What commit_cell writes is what later readers get back: the per-image evidence (a sidecar named by the cell
+    key, its sha256, metrics and size recorded), the spec, the info (non-JSON values as text), every metric."""
+    import hashlib
+    import sqlite3
+    from pathlib import Path
+
+    import numpy as np
+
+    from bench.evidence import values_evidence
+
+    ev = {"clip_score": values_evidence(np.arange(4.0), [0, 1, 2, 3])}
+    result = CellResult(key=BASE.key, status="done", error=None, nfe_counted=2.0, phases={"total": 1.0},
+                        metrics=[MetricResult("fd", 1.5, ci_low=1.0, ci_high=2.0, n=64, higher_is_better=False,
+                                              provenance={"where": Path("/x")})],
+                        started=1.0, finished=2.0, info={"weights": Path("/w.safetensors")}, evidence=ev)
+    with Store(tmp_path / "s.sqlite") as st:
+        run = _run(st)
+        st.record_plan(run, [Cell(BASE)], set())
+        st.commit_cell(run, Cell(BASE), result)
+        record = st.evidence_record(BASE.key)
+        path = st.evidence_path(BASE.key)
+        assert path.exists() and record["file"] == path.name == f"{BASE.key}.npz"
+        assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert record["metrics"] == ["clip_score"] and record["bytes"] == path.stat().st_size
+        np.testing.assert_array_equal(st.evidence(BASE.key)["clip_score"].rows, np.arange(4.0))
+        # a done result without evidence drops the old evidence row
+        st.commit_cell(run, Cell(BASE), replace(result, evidence=None,
+                                                samples_dir=str(tmp_path / "samples" / BASE.key)))
+        assert st.evidence_record(BASE.key) is None
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        info, spec, axes, samples = db.execute("SELECT info, spec, axes, samples_dir FROM cells WHERE cell_key=?",
+                                               (BASE.key,)).fetchone()
+        prov = db.execute("SELECT provenance FROM metrics WHERE cell_key=?", (BASE.key,)).fetchone()[0]
+    assert samples == f"samples/{BASE.key}"  # relative to the store's folder, so the store can move
+    assert json.loads(info) == {"weights": "/w.safetensors"} and json.loads(prov) == {"where": "/x"}
+    assert CellSpec.from_dict(json.loads(spec)) == BASE and json.loads(axes) == BASE.axes
